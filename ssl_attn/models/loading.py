@@ -1,0 +1,474 @@
+"""Load a registered model for attention extraction: hub id, local folder, or random weights.
+
+Transformer models are always built with ``attn_implementation="eager"`` (per-head attention
+weights are only returned by the eager kernel) and put in ``.eval()`` mode. Half precision
+(bf16/fp16) is allowed: the eager kernels compute softmax in the model dtype, and the attention
+methods (:mod:`ssl_attn.attention`) upcast every captured attention tensor to float32 before any
+reduction, so sums, means and rollout products are accumulated in float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from ssl_attn.models.errors import (
+    GatedModelError,
+    ModelLoadError,
+    WeightsUnavailableError,
+    hub_errors,
+)
+from ssl_attn.models.hub_specs import family_for_model_type, spec_with_config
+from ssl_attn.models.preprocess import RESIZE_NOTE, Batch, input_hw, preprocess_images
+from ssl_attn.models.registry import ModelSpec, get_spec, grid_shape
+
+__all__ = [
+    "GatedModelError",
+    "LoadedModel",
+    "ModelLoadError",
+    "WeightsUnavailableError",
+    "build_hf_config",
+    "hub_errors",
+    "load_model",
+    "resolve_device",
+    "resolve_dtype",
+]
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# small resolvers
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_device(device: str | torch.device = "cpu") -> torch.device:
+    """``"auto"`` picks cuda > mps > cpu; anything else is passed to :class:`torch.device`."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """``None`` means float32; accepts torch dtypes and ``"bf16"``, ``"fp16"``, ``"float32"``..."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype {dtype} is not supported; use float32, bfloat16 or float16")
+        return dtype
+    try:
+        return _DTYPES[str(dtype).lower().removeprefix("torch.")]
+    except KeyError:
+        raise ValueError(
+            f"dtype {dtype!r} is not supported; use one of {sorted(_DTYPES)}"
+        ) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# configs
+# ---------------------------------------------------------------------------------------------
+
+
+def build_hf_config(cfg: dict[str, Any], attn_implementation: str | None = None) -> Any:
+    """A transformers config object from a full ``config.json``-style dict (deep-copied)."""
+    import transformers
+
+    cfg = json.loads(json.dumps(cfg))  # deep copy, and proves it is plain JSON
+    model_type = cfg.pop("model_type")
+    config = transformers.AutoConfig.for_model(model_type, **cfg)
+    if attn_implementation is not None:
+        config._attn_implementation = attn_implementation
+    return config
+
+
+def _vision_config(config: Any) -> Any:
+    return getattr(config, "vision_config", None) or config
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    # transformers prints a load report (as a warning) listing the text tower / MAE decoder
+    # weights a vision-only model does not use. We check missing weights ourselves.
+    from transformers.utils import logging as tf_logging
+
+    level = tf_logging.get_verbosity()
+    tf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        tf_logging.set_verbosity(level)
+
+
+# ---------------------------------------------------------------------------------------------
+# LoadedModel
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for attention extraction.
+
+    Attributes:
+        spec: the spec, with architecture fields taken from the weights actually loaded.
+        model: the ``torch.nn.Module`` (eval mode, on ``device``, in ``dtype``).
+        device: torch device.
+        dtype: parameter dtype (float32, bfloat16 or float16).
+        weights: ``"pretrained:<id>@<revision>"``, ``"local:<path>"`` or ``"random-init"``.
+        attn_implementation: ``"eager"`` (maps) or ``"sdpa"`` (bare speed only); ``None`` for
+            the CNN.
+        input_size: default input ``(H, W)`` for :meth:`preprocess`.
+        revision: resolved revision (commit hash where known) or ``None``.
+    """
+
+    spec: ModelSpec
+    model: torch.nn.Module
+    device: torch.device
+    dtype: torch.dtype
+    weights: str
+    attn_implementation: str | None = "eager"
+    input_size: tuple[int, int] = (224, 224)
+    revision: str | None = None
+
+    # -- input ----------------------------------------------------------------------------------
+    def preprocess(
+        self, images: Sequence[Image.Image], size: int | Sequence[int] | None = None
+    ) -> Batch:
+        """Resize full images (no crop) and normalise them: ``Batch.pixel_values`` (B, 3, H, W).
+
+        ``size`` (int or ``(H, W)``, multiples of the patch size) defaults to
+        :attr:`input_size`.
+        """
+        arr, transforms = preprocess_images(self.spec, images, size or self.input_size)
+        pv = torch.from_numpy(arr).to(device=self.device, dtype=self.dtype)
+        return Batch(pixel_values=pv, transforms=transforms)
+
+    def grid(self, size: int | Sequence[int] | None = None) -> tuple[int, int]:
+        """Map grid ``(gh, gw)`` for input ``size`` (default :attr:`input_size`)."""
+        return grid_shape(self.spec, input_hw(self.spec, size or self.input_size))
+
+    # -- forward --------------------------------------------------------------------------------
+    def forward(self, pixel_values: torch.Tensor, **kwargs: Any) -> Any:
+        """Run the model on ``pixel_values`` (B, 3, H, W) with the family's required arguments.
+
+        MAE gets ``noise = arange(N)`` (with ``mask_ratio = 0`` every patch is kept, in raster
+        order; checked on the returned ``ids_restore``); MAE, CLIP and SigLIP get
+        ``interpolate_pos_encoding=True`` (identical to the plain call at the native size);
+        SigLIP 2 NaFlex models get their patch sequence, mask and spatial shapes.
+        Gradients follow the caller's grad mode.
+        """
+        pv = pixel_values.to(device=self.device, dtype=self.dtype)
+        fam = self.spec.family
+        if fam == "resnet":
+            return self.model(pv)
+        b, _, h, w = pv.shape
+        gh, gw = grid_shape(self.spec, (h, w))
+        if fam == "siglip2":
+            return self.model(**_naflex_inputs(pv, self.spec.patch_size), **kwargs)
+        if fam in ("mae", "clip", "siglip"):
+            kwargs.setdefault("interpolate_pos_encoding", True)
+        if fam == "mae":
+            n = gh * gw
+            noise = torch.arange(n, device=pv.device, dtype=torch.float32).expand(b, n)
+            out = self.model(pixel_values=pv, noise=noise, **kwargs)
+            expected = torch.arange(n, device=out.ids_restore.device).expand(b, n)
+            if out.mask.any() or not torch.equal(out.ids_restore, expected):
+                raise RuntimeError(
+                    "MAE patches were masked or shuffled (mask_ratio must be 0 and noise "
+                    "arange(N)); load the model through ssl_attn.models.load_model"
+                )
+            return out
+        return self.model(pixel_values=pv, **kwargs)
+
+    # -- facts ----------------------------------------------------------------------------------
+    def facts(self, size: int | Sequence[int] | None = None) -> dict[str, Any]:
+        """Plain JSON-able model facts for store attrs (see docs/SCHEMA.md, group attrs)."""
+        hw = input_hw(self.spec, size or self.input_size)
+        s = self.spec
+        facts: dict[str, Any] = {
+            "model_key": s.key,
+            "checkpoint": s.checkpoint,
+            "revision": self.revision or "",
+            "family": s.family,
+            "model_class": type(self.model).__name__,
+            "patch_size": int(s.patch_size or 0),
+            "n_prefix_tokens": s.n_prefix_tokens,
+            "n_registers": s.n_registers,
+            "has_cls": s.has_cls,
+            "n_layers": s.n_layers,
+            "n_heads": s.n_heads,
+            "hidden_size": s.hidden_size,
+            "grid": list(grid_shape(s, hw)),
+            "input_size": list(hw),
+            "preprocessing": {
+                "resize": RESIZE_NOTE,
+                "input_size": list(hw),
+                "interpolation": s.resample,
+                "rescale": "1/255",
+                "mean": [float(x) for x in s.image_mean],
+                "std": [float(x) for x in s.image_std],
+            },
+            "weights": self.weights,
+            "methods": list(s.methods),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "device": str(self.device),
+            "attn_implementation": self.attn_implementation or "",
+            "attention_precision": "captured in model dtype, upcast to float32 before reduction",
+        }
+        if s.family == "resnet":
+            facts["gradcam_target"] = "top1_logit"
+            facts["gradcam_layers"] = ["layer1", "layer2", "layer3", "layer4"]
+            facts["gradcam_normalisation"] = "none (raw ReLU(sum_c alpha_c A_c))"
+        if s.family == "mae":
+            facts["mae_masking"] = "mask_ratio=0, noise=arange(N): all patches, raster order"
+        return facts
+
+
+def _naflex_inputs(pv: torch.Tensor, patch: int) -> dict[str, torch.Tensor]:
+    """Siglip2VisionModel inputs for full images: patches in raster order, all valid."""
+    b, c, h, w = pv.shape
+    gh, gw = h // patch, w // patch
+    # (B, C, gh, p, gw, p) -> (B, gh, gw, p, p, C) -> (B, N, p*p*C): the processor's layout
+    patches = pv.reshape(b, c, gh, patch, gw, patch).permute(0, 2, 4, 3, 5, 1)
+    patches = patches.reshape(b, gh * gw, patch * patch * c)
+    mask = torch.ones(b, gh * gw, dtype=torch.long, device=pv.device)
+    shapes = torch.tensor([[gh, gw]] * b, dtype=torch.long, device=pv.device)
+    return {"pixel_values": patches, "pixel_attention_mask": mask, "spatial_shapes": shapes}
+
+
+# ---------------------------------------------------------------------------------------------
+# load_model
+# ---------------------------------------------------------------------------------------------
+
+
+def load_model(
+    key_or_spec: str | ModelSpec,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype | None = None,
+    revision: str | None = None,
+    weights_dir: str | os.PathLike[str] | None = None,
+    token: str | bool | None = None,
+    size: int | Sequence[int] | None = None,
+    attn_implementation: str = "eager",
+    random_init: bool = False,
+    seed: int = 0,
+) -> LoadedModel:
+    """Load a model by registry key (or spec), ready for :func:`ssl_attn.attention.extract_maps`.
+
+    Args:
+        key_or_spec: registry key (``"dinov2"``...) or a :class:`ModelSpec`.
+        device: ``"cpu"``, ``"cuda"``, ``"mps"``, ``"auto"`` (cuda > mps > cpu) or a device.
+        dtype: ``None``/``"float32"`` (default), ``"bf16"`` or ``"fp16"`` (meant for GPUs;
+            captured attention is upcast to float32).
+        revision: hub revision (branch, tag or commit) for hub loads.
+        weights_dir: load from ``weights_dir/<key>/`` instead of the hub: a ``save_pretrained``
+            folder (``config.json`` + weights), or for ``resnet50`` one torchvision state-dict
+            file ``*.pth`` / ``*.pt`` / ``*.safetensors``.
+        token: hub token (default: ``HF_TOKEN`` / the cached login); needed for gated DINOv3.
+        size: default input size for :meth:`LoadedModel.preprocess` (int or ``(H, W)``);
+            default the spec's native 224.
+        attn_implementation: ``"eager"`` (default; required for maps) or ``"sdpa"`` (a bare
+            twin for speed benchmarks; :func:`~ssl_attn.attention.extract_maps` refuses it).
+        random_init: build the registry architecture with random weights (seeded) instead of
+            loading any.
+        seed: seed for ``random_init``.
+
+    Raises:
+        GatedModelError: gated checkpoint without access (accept the licence, set HF_TOKEN).
+        WeightsUnavailableError: not cached and offline / unreachable, or the folder is missing.
+        ModelLoadError: the weights do not fit the model (missing tensors, wrong family).
+    """
+    spec = get_spec(key_or_spec) if isinstance(key_or_spec, str) else key_or_spec
+    if attn_implementation not in ("eager", "sdpa"):
+        raise ValueError(
+            f"attn_implementation must be 'eager' or 'sdpa', got {attn_implementation!r}"
+        )
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype)
+    hw = input_hw(spec, size)
+    if spec.family == "resnet":
+        model, weights, rev = _load_resnet(spec, weights_dir, random_init, seed)
+        attn = None
+    else:
+        model, spec, weights, rev = _load_hf(
+            spec, weights_dir, revision, token, attn_implementation, random_init, seed
+        )
+        attn = model.config._attn_implementation
+        if attn != attn_implementation:
+            raise ModelLoadError(
+                f"model {spec.key!r}: asked for attn_implementation={attn_implementation!r} but "
+                f"the model uses {attn!r}"
+            )
+    model = model.to(device=dev, dtype=dt).eval()
+    return LoadedModel(
+        spec=spec,
+        model=model,
+        device=dev,
+        dtype=dt,
+        weights=weights,
+        attn_implementation=attn,
+        input_size=hw,
+        revision=rev,
+    )
+
+
+def _load_hf(
+    spec: ModelSpec,
+    weights_dir: str | os.PathLike[str] | None,
+    revision: str | None,
+    token: str | bool | None,
+    attn: str,
+    random_init: bool,
+    seed: int,
+) -> tuple[torch.nn.Module, ModelSpec, str, str | None]:
+    import transformers
+
+    if random_init:
+        config = build_hf_config(spec.config_dict())
+        fam, cls_name = family_for_model_type(spec.config_overrides["model_type"])
+        vcfg = _vision_config(config)
+        if fam == "mae":
+            vcfg.mask_ratio = 0.0
+        cls = getattr(transformers, cls_name)
+        torch.manual_seed(seed)
+        model = cls._from_config(vcfg, attn_implementation=attn)
+        if fam == "mae":
+            from ssl_attn.models.testing import fix_mae_init
+
+            fix_mae_init(model)
+        return model, spec, "random-init", None
+
+    local_checkpoint = weights_dir is None and Path(spec.checkpoint).is_dir()
+    if weights_dir is not None or local_checkpoint:
+        folder = Path(spec.checkpoint) if local_checkpoint else Path(weights_dir) / spec.key
+        if not (folder / "config.json").is_file():
+            raise WeightsUnavailableError(
+                f"model {spec.key!r}: {folder} has no config.json; weights_dir must hold one "
+                f"folder per model key as written by save_pretrained (e.g. "
+                f"{folder}/config.json + model.safetensors)"
+            )
+        source, weights, rev = str(folder), f"local:{folder}", None
+        cfg = json.loads((folder / "config.json").read_text())
+    else:
+        from huggingface_hub import hf_hub_download
+
+        source = spec.checkpoint
+        with hub_errors(spec.checkpoint, spec.key):
+            cfg_file = Path(
+                hf_hub_download(spec.checkpoint, "config.json", revision=revision, token=token)
+            )
+        cfg = json.loads(cfg_file.read_text())
+        # a cached hub file lives in snapshots/<commit>/: that is the resolved revision
+        rev = cfg_file.parent.name if cfg_file.parent.parent.name == "snapshots" else revision
+        weights = f"pretrained:{spec.checkpoint}@{rev or revision or 'main'}"
+
+    model_type = cfg.get("model_type", "")
+    try:
+        fam, cls_name = family_for_model_type(model_type)
+    except ValueError as exc:
+        raise ModelLoadError(f"model {spec.key!r} ({source}/config.json): {exc}") from None
+    siglips = {"siglip", "siglip2"}
+    compatible = {spec.family} | (siglips if spec.family in siglips else set())
+    if fam not in compatible:
+        raise ModelLoadError(
+            f"model {spec.key!r}: {source}/config.json has model_type {model_type!r} "
+            f"(family {fam!r}) but the spec is family {spec.family!r}; put the right checkpoint "
+            f"in that folder or load it under another key"
+        )
+    cls = getattr(transformers, cls_name)
+    kwargs: dict[str, Any] = {"attn_implementation": attn, "output_loading_info": True}
+    if not weights.startswith("local:"):
+        # the resolved commit keeps config and weights from one snapshot
+        kwargs.update(revision=rev or revision, token=token)
+    if fam == "mae":
+        kwargs["mask_ratio"] = 0.0
+    with hub_errors(spec.checkpoint, spec.key), _quiet_transformers():
+        model, info = cls.from_pretrained(source, **kwargs)
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise ModelLoadError(
+            f"model {spec.key!r}: {source} lacks {len(missing)} weights of {cls_name} "
+            f"({shown}); it is not a checkpoint of this architecture"
+        )
+    loaded_spec = spec_with_config(replace(spec, model_class=cls_name, family=fam), cfg)
+    return model, loaded_spec, weights, rev
+
+
+_STATE_SUFFIXES = (".pth", ".pt", ".safetensors")
+
+
+def _load_resnet(
+    spec: ModelSpec,
+    weights_dir: str | os.PathLike[str] | None,
+    random_init: bool,
+    seed: int,
+) -> tuple[torch.nn.Module, str, str | None]:
+    import torchvision
+
+    arch = spec.config_overrides.get("arch", "resnet50")
+    num_classes = int(spec.config_overrides.get("num_classes", 1000))
+    torch.manual_seed(seed)
+    model = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
+    if random_init:
+        return model, "random-init", None
+    if weights_dir is not None:
+        folder = Path(weights_dir) / spec.key
+        files = sorted(p for p in folder.glob("*") if p.suffix in _STATE_SUFFIXES)
+        if len(files) != 1:
+            raise WeightsUnavailableError(
+                f"model {spec.key!r}: {folder} must hold exactly one torchvision state dict "
+                f"(*.pth, *.pt or *.safetensors); found {[p.name for p in files]}"
+            )
+        path = files[0]
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        weights, rev = f"local:{path}", None
+    else:
+        enum_name = spec.config_overrides.get("weights", "IMAGENET1K_V2")
+        enum = torchvision.models.get_model_weights(arch)[enum_name]
+        try:
+            state = enum.get_state_dict(progress=os.environ.get("TQDM_DISABLE") != "1")
+        except Exception as exc:
+            raise WeightsUnavailableError(
+                f"model {spec.key!r}: torchvision weights {arch} {enum_name} are not cached in "
+                f"{torch.hub.get_dir()}/checkpoints and cannot be downloaded from {enum.url} "
+                f"({type(exc).__name__}). Copy that file there, or put it in DIR/{spec.key}/ and "
+                "pass weights_dir=DIR (CLI: --weights-dir DIR)."
+            ) from exc
+        weights, rev = f"pretrained:torchvision/{arch}.{enum_name}@{Path(enum.url).name}", None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelLoadError(
+            f"model {spec.key!r}: the state dict does not fit torchvision {arch}: {exc}"
+        ) from None
+    return model, weights, rev

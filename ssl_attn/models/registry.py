@@ -1,0 +1,479 @@
+"""Model registry: one frozen :class:`ModelSpec` per model key, and the token layouts they imply.
+
+Import-light on purpose (no torch, no transformers at import time): the CLI and the store can
+list models and compute grids without loading a deep-learning stack.
+
+Every architecture value of the six registered models is written out explicitly in
+``config_overrides`` and equals the ``config.json`` of the hub checkpoint (several transformers
+config classes default to other sizes, e.g. ``CLIPVisionConfig`` to patch 32 and
+``DINOv3ViTConfig`` to ViT-S). The values are used to build full-size random models
+(:func:`ssl_attn.models.testing.save_random_model`) and are checked against hard-coded copies of
+the checkpoints' configs in ``tests/test_models.py``. A model loaded from the hub or a folder
+always takes its architecture from the checkpoint's own ``config.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "FAMILIES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "METHODS",
+    "ModelSpec",
+    "get_spec",
+    "grid_shape",
+    "list_models",
+    "register_model",
+]
+
+#: Model families this package knows how to load and read attention from.
+FAMILIES = ("dinov2", "dinov3", "mae", "clip", "siglip", "siglip2", "resnet")
+
+#: Every attention method name (keys of :func:`ssl_attn.attention.extract_maps`'s result).
+METHODS = ("cls", "register_mass", "cls_self", "rollout", "mean_received", "probe", "gradcam")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+HALF = (0.5, 0.5, 0.5)
+
+CLS_METHODS = ("cls", "register_mass", "cls_self", "rollout", "mean_received")
+CLS_DEFAULT = ("cls", "register_mass", "cls_self", "rollout")
+SIGLIP_METHODS = ("mean_received", "probe")
+
+#: ResNet-50 strides: the Grad-CAM grid is layer1's (input / 4); input sides must be multiples
+#: of 32 so that every stage (layer4 = input / 32) tiles the image exactly.
+RESNET_GRID_STRIDE = 4
+RESNET_SIZE_MULTIPLE = 32
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the package needs to know about one model, as plain values.
+
+    Attributes:
+        key: registry key, e.g. ``"dinov2"``; also the folder name under ``--weights-dir``.
+        checkpoint: hub id (``"facebook/dinov2-with-registers-base"``) or, for torchvision,
+            ``"torchvision/resnet50"``.
+        family: one of :data:`FAMILIES`.
+        model_class: the class that is loaded (transformers class name, or ``"resnet50"``).
+            For SigLIP the class is decided from the checkpoint's ``model_type`` at load time
+            (``SiglipVisionModel`` for ``"siglip"``, ``Siglip2VisionModel`` for ``"siglip2"``);
+            this field records the class the registered checkpoint names.
+        patch_size: ViT patch side in pixels; ``None`` for the CNN.
+        n_registers: register tokens between CLS and the patches.
+        has_cls: whether token 0 is a CLS token.
+        n_layers, n_heads, hidden_size: transformer depth, heads per layer, width
+            (for ResNet-50: 4 stages, 0 heads, 2048 final channels).
+        image_size: default (native) input side in pixels, H = W; 224 for all six models.
+        image_mean, image_std: per-channel normalisation applied after scaling pixels to [0, 1].
+        resample: PIL resampling filter name of the model's own processor
+            (``"bicubic"`` or ``"bilinear"``).
+        methods: every attention method this model supports.
+        default_methods: the methods :func:`~ssl_attn.attention.extract_maps` computes when
+            none are asked for.
+        config_overrides: the full, explicit architecture (transformers ``config.json`` values;
+            for ResNet-50 the torchvision constructor and weights enum).
+        gated: whether the hub checkpoint needs an accepted licence and a token.
+        notes: free text (provenance of the values, caveats).
+    """
+
+    key: str
+    checkpoint: str
+    family: str
+    model_class: str
+    patch_size: int | None
+    n_registers: int
+    has_cls: bool
+    n_layers: int
+    n_heads: int
+    hidden_size: int
+    image_size: int = 224
+    image_mean: tuple[float, float, float] = IMAGENET_MEAN
+    image_std: tuple[float, float, float] = IMAGENET_STD
+    resample: str = "bicubic"
+    methods: tuple[str, ...] = CLS_METHODS
+    default_methods: tuple[str, ...] = CLS_DEFAULT
+    config_overrides: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    gated: bool = False
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(
+                f"ModelSpec {self.key!r}: family {self.family!r} is not one of {FAMILIES}"
+            )
+        unknown = [m for m in (*self.methods, *self.default_methods) if m not in METHODS]
+        if unknown:
+            raise ValueError(f"ModelSpec {self.key!r}: unknown methods {unknown}; known: {METHODS}")
+        missing = [m for m in self.default_methods if m not in self.methods]
+        if missing:
+            raise ValueError(
+                f"ModelSpec {self.key!r}: default_methods {missing} are not in methods"
+            )
+        if self.resample not in ("bicubic", "bilinear", "nearest", "lanczos"):
+            raise ValueError(f"ModelSpec {self.key!r}: unknown resample {self.resample!r}")
+        # Frozen dataclass: store a private deep copy so no caller can mutate the registry.
+        object.__setattr__(self, "config_overrides", copy.deepcopy(dict(self.config_overrides)))
+
+    @property
+    def n_prefix_tokens(self) -> int:
+        """Tokens before the patch tokens: CLS (if any) plus registers."""
+        return int(self.has_cls) + self.n_registers
+
+    @property
+    def is_vit(self) -> bool:
+        """True for the transformer families, False for the CNN."""
+        return self.family != "resnet"
+
+    def config_dict(self) -> dict[str, Any]:
+        """A deep copy of :attr:`config_overrides`, safe to modify."""
+        return copy.deepcopy(dict(self.config_overrides))
+
+
+# ---------------------------------------------------------------------------------------------
+# The six models of DESIGN.md §1. Values are those of each checkpoint's config.json.
+# ---------------------------------------------------------------------------------------------
+
+_DINOV2 = ModelSpec(
+    key="dinov2",
+    checkpoint="facebook/dinov2-with-registers-base",
+    family="dinov2",
+    model_class="Dinov2WithRegistersModel",
+    patch_size=14,
+    n_registers=4,
+    has_cls=True,
+    n_layers=12,
+    n_heads=12,
+    hidden_size=768,
+    image_size=224,
+    image_mean=IMAGENET_MEAN,
+    image_std=IMAGENET_STD,
+    resample="bicubic",  # BitImageProcessor, resample=3
+    config_overrides={
+        "model_type": "dinov2_with_registers",
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "mlp_ratio": 4,  # intermediate size 3072; this config has no intermediate_size
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "initializer_range": 0.02,
+        "layer_norm_eps": 1e-6,
+        "image_size": 518,  # position-embedding grid 37x37; the processor feeds 224
+        "patch_size": 14,
+        "num_channels": 3,
+        "qkv_bias": True,
+        "layerscale_value": 1.0,
+        "drop_path_rate": 0.0,
+        "use_swiglu_ffn": False,
+        "num_register_tokens": 4,
+        # in config.json; this transformers version always interpolates with antialias, offset 0
+        "interpolate_antialias": True,
+        "interpolate_offset": 0.0,
+    },
+    notes=(
+        "Position embeddings are learned for 518 px (37x37) and interpolated (bicubic) to the "
+        "input grid; the hub processor resizes the short side to 256 and centre-crops 224, which "
+        "this package replaces by a full-image resize to 224 (no crop)."
+    ),
+)
+
+_DINOV3 = ModelSpec(
+    key="dinov3",
+    checkpoint="facebook/dinov3-vitb16-pretrain-lvd1689m",
+    family="dinov3",
+    model_class="DINOv3ViTModel",
+    patch_size=16,
+    n_registers=4,
+    has_cls=True,
+    n_layers=12,
+    n_heads=12,
+    hidden_size=768,
+    image_size=224,
+    image_mean=IMAGENET_MEAN,
+    image_std=IMAGENET_STD,
+    resample="bilinear",  # DINOv3ViTImageProcessorFast, resample=2, 224x224, no crop
+    config_overrides={
+        "model_type": "dinov3_vit",
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "hidden_act": "gelu",
+        "attention_dropout": 0.0,
+        "initializer_range": 0.02,
+        "layer_norm_eps": 1e-5,
+        "rope_theta": 100.0,
+        "image_size": 224,
+        "patch_size": 16,
+        "num_channels": 3,
+        "query_bias": True,
+        "key_bias": False,
+        "value_bias": True,
+        "proj_bias": True,
+        "mlp_bias": True,
+        "layerscale_value": 1.0,
+        "drop_path_rate": 0.0,
+        "use_gated_mlp": False,
+        "num_register_tokens": 4,
+        "pos_embed_shift": None,
+        "pos_embed_jitter": None,
+        "pos_embed_rescale": 2.0,
+    },
+    gated=True,
+    notes=(
+        "RoPE positions (2-D, theta 100) on patch tokens only; any input size that is a multiple "
+        "of 16 works natively. Gated on the hub: accept the DINOv3 licence and set HF_TOKEN."
+    ),
+)
+
+_MAE = ModelSpec(
+    key="mae",
+    checkpoint="facebook/vit-mae-base",
+    family="mae",
+    model_class="ViTMAEModel",
+    patch_size=16,
+    n_registers=0,
+    has_cls=True,
+    n_layers=12,
+    n_heads=12,
+    hidden_size=768,
+    image_size=224,
+    image_mean=IMAGENET_MEAN,
+    image_std=IMAGENET_STD,
+    resample="bicubic",  # ViTImageProcessor of vit-mae-base, resample=3, 224x224
+    config_overrides={
+        "model_type": "vit_mae",
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "initializer_range": 0.02,
+        "layer_norm_eps": 1e-12,
+        "image_size": 224,
+        "patch_size": 16,
+        "num_channels": 3,
+        "qkv_bias": True,
+        "decoder_num_attention_heads": 16,
+        "decoder_hidden_size": 512,
+        "decoder_num_hidden_layers": 8,
+        "decoder_intermediate_size": 2048,
+        "mask_ratio": 0.75,
+        "norm_pix_loss": False,
+    },
+    notes=(
+        "A pre-training checkpoint (ViTMAEForPreTraining, encoder + decoder, mask ratio 0.75). "
+        "The encoder is loaded with mask_ratio=0 and run with noise=arange(N) so every patch is "
+        "kept in raster order."
+    ),
+)
+
+_CLIP = ModelSpec(
+    key="clip",
+    checkpoint="openai/clip-vit-base-patch16",
+    family="clip",
+    model_class="CLIPVisionModel",
+    patch_size=16,
+    n_registers=0,
+    has_cls=True,
+    n_layers=12,
+    n_heads=12,
+    hidden_size=768,
+    image_size=224,
+    image_mean=CLIP_MEAN,
+    image_std=CLIP_STD,
+    resample="bicubic",  # CLIPImageProcessor, resample=3
+    config_overrides={
+        "model_type": "clip",
+        "projection_dim": 512,
+        "logit_scale_init_value": 2.6592,
+        "initializer_factor": 1.0,
+        "text_config": {
+            "model_type": "clip_text_model",
+            "vocab_size": 49408,
+            "hidden_size": 512,
+            "intermediate_size": 2048,
+            "projection_dim": 512,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 8,
+            "max_position_embeddings": 77,
+            "hidden_act": "quick_gelu",
+            "layer_norm_eps": 1e-5,
+            "attention_dropout": 0.0,
+            "initializer_range": 0.02,
+            "initializer_factor": 1.0,
+        },
+        "vision_config": {
+            "model_type": "clip_vision_model",
+            "hidden_size": 768,
+            "intermediate_size": 3072,
+            "projection_dim": 512,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "num_channels": 3,
+            "image_size": 224,
+            "patch_size": 16,
+            "hidden_act": "quick_gelu",
+            "layer_norm_eps": 1e-5,
+            "attention_dropout": 0.0,
+            "initializer_range": 0.02,
+            "initializer_factor": 1.0,
+        },
+    },
+    notes=(
+        "A full CLIP checkpoint (text and vision towers); only CLIPVisionModel is loaded. The hub "
+        "processor resizes the short side to 224 and centre-crops; replaced by a full resize."
+    ),
+)
+
+_SIGLIP2 = ModelSpec(
+    key="siglip2",
+    checkpoint="google/siglip2-base-patch16-224",
+    family="siglip",
+    model_class="SiglipVisionModel",
+    patch_size=16,
+    n_registers=0,
+    has_cls=False,
+    n_layers=12,
+    n_heads=12,
+    hidden_size=768,
+    image_size=224,
+    image_mean=HALF,
+    image_std=HALF,
+    resample="bilinear",  # SiglipImageProcessor, resample=2, 224x224, no crop
+    methods=SIGLIP_METHODS,
+    default_methods=SIGLIP_METHODS,
+    config_overrides={
+        "model_type": "siglip",
+        "initializer_factor": 1.0,
+        "text_config": {
+            "model_type": "siglip_text_model",
+            "vocab_size": 256000,
+            "hidden_size": 768,
+            "intermediate_size": 3072,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "max_position_embeddings": 64,
+            "hidden_act": "gelu_pytorch_tanh",
+            "layer_norm_eps": 1e-6,
+            "attention_dropout": 0.0,
+            "projection_size": 768,
+        },
+        "vision_config": {
+            "model_type": "siglip_vision_model",
+            "hidden_size": 768,
+            "intermediate_size": 3072,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "num_channels": 3,
+            "image_size": 224,
+            "patch_size": 16,
+            "hidden_act": "gelu_pytorch_tanh",
+            "layer_norm_eps": 1e-6,
+            "attention_dropout": 0.0,
+            "vision_use_head": True,
+        },
+    },
+    notes=(
+        "The FixRes SigLIP 2 checkpoint: its config.json says model_type 'siglip', so it is a "
+        "SiglipModel and the vision tower is SiglipVisionModel (fixed 224 px; other sizes use "
+        "interpolate_pos_encoding). No CLS token: maps are the pooling head's probe attention and "
+        "the mean attention each patch receives."
+    ),
+)
+
+_RESNET50 = ModelSpec(
+    key="resnet50",
+    checkpoint="torchvision/resnet50",
+    family="resnet",
+    model_class="resnet50",
+    patch_size=None,
+    n_registers=0,
+    has_cls=False,
+    n_layers=4,
+    n_heads=0,
+    hidden_size=2048,
+    image_size=224,
+    image_mean=IMAGENET_MEAN,
+    image_std=IMAGENET_STD,
+    resample="bilinear",  # torchvision ImageClassification preset for these weights
+    methods=("gradcam",),
+    default_methods=("gradcam",),
+    config_overrides={
+        "arch": "resnet50",
+        "num_classes": 1000,
+        "weights": "IMAGENET1K_V2",  # acc@1 80.858; file resnet50-11ad3fa6.pth
+    },
+    notes=(
+        "Supervised baseline; torchvision ResNet50_Weights.IMAGENET1K_V2. Grad-CAM per stage "
+        "(layer1..layer4) of the top-1 logit, all stages on layer1's grid (input/4)."
+    ),
+)
+
+_REGISTRY: dict[str, ModelSpec] = {
+    s.key: s for s in (_DINOV2, _DINOV3, _MAE, _CLIP, _SIGLIP2, _RESNET50)
+}
+
+
+def register_model(spec: ModelSpec, overwrite: bool = False) -> ModelSpec:
+    """Add ``spec`` to the registry under ``spec.key`` and return it.
+
+    Raises:
+        KeyError: the key is taken and ``overwrite`` is False.
+    """
+    if not isinstance(spec, ModelSpec):
+        raise TypeError(f"register_model needs a ModelSpec, got {type(spec).__name__}")
+    if spec.key in _REGISTRY and not overwrite:
+        raise KeyError(
+            f"model key {spec.key!r} is already registered; pass overwrite=True to replace it"
+        )
+    _REGISTRY[spec.key] = spec
+    return spec
+
+
+def get_spec(key: str) -> ModelSpec:
+    """The registered :class:`ModelSpec` for ``key`` (e.g. ``"dinov2"``)."""
+    try:
+        return _REGISTRY[key]
+    except KeyError:
+        raise KeyError(
+            f"unknown model key {key!r}; registered: {', '.join(sorted(_REGISTRY))}. "
+            "Register others with ssl_attn.models.register_model(spec_from_hub_config(id))."
+        ) from None
+
+
+def list_models() -> list[str]:
+    """Registered model keys, in registration order."""
+    return list(_REGISTRY)
+
+
+def grid_shape(spec: ModelSpec, input_hw: int | tuple[int, int]) -> tuple[int, int]:
+    """The map grid ``(gh, gw)`` for an input of ``input_hw`` pixels (int side or ``(H, W)``).
+
+    ViTs: ``(H // patch, W // patch)``; sides must be multiples of the patch size.
+    ResNet-50: layer1's grid, ``(H // 4, W // 4)``; sides must be multiples of 32.
+    """
+    if isinstance(input_hw, int):
+        h, w = input_hw, input_hw
+    else:
+        h, w = int(input_hw[0]), int(input_hw[1])
+    step = spec.patch_size if spec.is_vit else RESNET_SIZE_MULTIPLE
+    if h <= 0 or w <= 0 or h % step or w % step:
+        raise ValueError(
+            f"input size {(h, w)} for model {spec.key!r}: both sides must be positive multiples "
+            f"of {step} (the {'patch size' if spec.is_vit else 'ResNet stride'})"
+        )
+    if spec.is_vit:
+        return h // spec.patch_size, w // spec.patch_size
+    return h // RESNET_GRID_STRIDE, w // RESNET_GRID_STRIDE
