@@ -184,7 +184,7 @@ def test_spec_from_hub_config_reads_a_folder(tiny_weights):
     assert (sig.family, sig.model_class, sig.has_cls) == ("siglip", "SiglipVisionModel", False)
     assert sig.default_methods == ("mean_received", "probe")
     lm = load_model(spec)  # a local-folder checkpoint loads without weights_dir
-    assert lm.weights.startswith("local:") and lm.spec.key == "my-dinov3"
+    assert lm.weights.startswith("random-init:") and lm.spec.key == "my-dinov3"
 
 
 # --- preprocessing --------------------------------------------------------------------------------
@@ -231,7 +231,8 @@ def test_tiny_model_architecture_comes_from_saved_config(tiny_weights, key):
     lm = load_model(key, weights_dir=tiny_weights)
     assert not lm.model.training
     assert lm.attn_implementation == "eager"
-    assert lm.weights == f"local:{tiny_weights / key}"
+    # save_random_model marks its folders: random weights are never reported as a checkpoint
+    assert lm.weights == f"random-init:{tiny_weights / key}"
     assert (lm.spec.n_layers, lm.spec.n_heads, lm.spec.hidden_size) == (2, 2, 32)
     assert lm.spec.patch_size == LAYOUT[key][0] and lm.spec.n_registers == LAYOUT[key][1]
     assert type(lm.model).__name__ == get_spec(key).model_class
@@ -262,7 +263,7 @@ def test_facts_are_plain_json(tiny_weights, resnet):
     assert facts["n_prefix_tokens"] == 5 and facts["grid"] == [16, 16]
     assert facts["input_size"] == [224, 224] and facts["patch_size"] == 14
     assert facts["preprocessing"]["resize"] == "resize full image, no crop"
-    assert facts["weights"].startswith("local:")
+    assert facts["weights"].startswith("random-init:")
     rn = resnet.facts(size=64)
     assert rn["gradcam_target"] == "top1_logit" and rn["grid"] == [16, 16]
 
@@ -394,3 +395,15 @@ def test_import_is_light():
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert noise_image(4, 4).size == (4, 4)
+
+
+def test_local_folder_without_random_marker_is_reported_as_local(tiny_weights, tmp_path):
+    import shutil
+
+    from ssl_attn.models.loading import RANDOM_INIT_MARKER
+
+    assert (tiny_weights / "dinov2" / RANDOM_INIT_MARKER).exists()
+    shutil.copytree(tiny_weights / "dinov2", tmp_path / "dinov2")
+    (tmp_path / "dinov2" / RANDOM_INIT_MARKER).unlink()
+    lm = load_model("dinov2", weights_dir=tmp_path)
+    assert lm.weights == f"local:{tmp_path / 'dinov2'}"

@@ -371,7 +371,7 @@ def _load_hf(
                 f"folder per model key as written by save_pretrained (e.g. "
                 f"{folder}/config.json + model.safetensors)"
             )
-        source, weights, rev = str(folder), f"local:{folder}", None
+        source, weights, rev = str(folder), local_weights_label(folder), None
         cfg = json.loads((folder / "config.json").read_text())
     else:
         from huggingface_hub import hf_hub_download
@@ -421,6 +421,18 @@ def _load_hf(
 
 _STATE_SUFFIXES = (".pth", ".pt", ".safetensors")
 
+#: Written by :func:`ssl_attn.models.testing.save_random_model` into the folders it creates, so
+#: random weights loaded from disk are never reported as a real checkpoint.
+RANDOM_INIT_MARKER = "RANDOM_INIT.json"
+
+
+def local_weights_label(folder: Path, path: Path | None = None) -> str:
+    """``"local:<path>"``, or ``"random-init:<path>"`` where the folder holds random weights."""
+    where = path or folder
+    if (Path(folder) / RANDOM_INIT_MARKER).exists():
+        return f"random-init:{where}"
+    return f"local:{where}"
+
 
 def _load_resnet(
     spec: ModelSpec,
@@ -451,7 +463,7 @@ def _load_resnet(
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        weights, rev = f"local:{path}", None
+        weights, rev = local_weights_label(folder, path), None
     else:
         enum_name = spec.config_overrides.get("weights", "IMAGENET1K_V2")
         enum = torchvision.models.get_model_weights(arch)[enum_name]

@@ -15,12 +15,13 @@ The loaded model's architecture then comes from the saved ``config.json``.
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from ssl_attn.models.loading import build_hf_config
+from ssl_attn.models.loading import RANDOM_INIT_MARKER, build_hf_config
 from ssl_attn.models.registry import ModelSpec, get_spec
 
 __all__ = ["fix_mae_init", "save_random_model", "tiny_config"]
@@ -159,6 +160,10 @@ def save_random_model(
     folder = Path(out_dir) / spec.key
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
+    marker = {"random_init": True, "key": spec.key, "size": size, "seed": seed,
+              "note": "random weights written by ssl_attn.models.testing.save_random_model; "
+                      "maps computed from them say nothing about the pretrained model"}
+    (folder / RANDOM_INIT_MARKER).write_text(json.dumps(marker, indent=2))
     if spec.family == "resnet":
         import torchvision
 
