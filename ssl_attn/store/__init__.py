@@ -1,0 +1,76 @@
+"""The attention store: a resumable Zarr ``xarray.DataTree`` with one group per model key.
+
+Layout (docs/SCHEMA.md, "Attention store"): every group holds one variable per attention method
+with dims ``(variant, image_id, <per-image dims>)`` and a ``complete`` flag ``(variant,
+image_id)``. Groups are pre-allocated full of NaN (``complete`` False) and chunked one image per
+chunk, so writers of disjoint images never touch the same chunk and a crashed run can resume.
+
+Writing protocol (why a map is never readable as complete before it is whole):
+
+1. :func:`init_model_group` creates (or checks, or extends by a variant) the group under an
+   exclusive file lock, then re-consolidates the metadata.
+2. :func:`write_maps` writes the maps of a batch by region (``to_zarr(region=...)``), and only
+   after every map of those images is on disk, flips ``complete`` to True in a separate write.
+
+Everything that changes metadata (group creation, variant append, attrs) happens under the lock
+and ends by consolidating the metadata; region writes change no metadata and need no lock.
+Unwritten chunks read as the Zarr fill value (NaN, or False for ``complete``), so
+pre-allocation writes no map chunk at all.
+
+Reading: :func:`open_store` opens the tree lazily and read-only; :func:`select_map` picks one
+``(y, x)`` map.
+
+Submodules: ``schema`` (names, dims, dtypes), ``attrs`` (JSON attrs, provenance), ``layout``
+(lock, root attrs, pre-allocation), ``write`` (region writes, completion), ``read`` (opening,
+selection). Import from :mod:`ssl_attn.store` itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .attrs import decode_attr, encode_attrs, provenance
+from .layout import add_skipped, init_model_group, init_store, store_lock
+from .read import model_groups, open_store, select_map
+from .schema import (
+    COMPLETE,
+    IMAGE_COORDS,
+    IMAGE_DIM,
+    VARIABLE_DIMS,
+    VARIABLE_DTYPES,
+    VARIANT_DIM,
+    StoreError,
+)
+from .write import completed, write_maps
+
+__all__ = [
+    "COMPLETE",
+    "IMAGE_COORDS",
+    "IMAGE_DIM",
+    "VARIABLE_DIMS",
+    "VARIABLE_DTYPES",
+    "VARIANT_DIM",
+    "StoreError",
+    "add_skipped",
+    "completed",
+    "decode_attr",
+    "encode_attrs",
+    "init_model_group",
+    "init_store",
+    "model_groups",
+    "open_store",
+    "provenance",
+    "select_map",
+    "store_lock",
+    "write_maps",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # docs/SCHEMA.md lists extract() under ssl_attn.store; it lives in ssl_attn.extract (which
+    # imports this module), so resolve it lazily here instead of importing it at the top.
+    if name == "extract":
+        from ssl_attn.extract import extract
+
+        return extract
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
