@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ssl_attn import store as st
+from ssl_attn.models import get_spec
 
 __all__ = [
     "ExtractReport",
@@ -345,7 +346,10 @@ def extract(
         report.models[key] = mrep
         if todo:  # else nothing to do: the model is not even loaded
             load = {"device": device, "dtype": dtype, "weights_dir": weights_dir}
-            run = {"layers": layers, "methods": methods, "embeddings": embeddings, "size": size}
+            # patch embeddings exist for ViTs only; a CNN in the same run simply has none
+            vit = get_spec(key).is_vit
+            run = {"layers": layers, "methods": methods, "embeddings": embeddings and vit,
+                   "size": size}  # fmt: skip
             _run_model(store, wc, key, variant, todo, mrep, report, batch_size=batch_size,
                        progress=progress, load=load, run=run, group_args=group_args)  # fmt: skip
     return report
