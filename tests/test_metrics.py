@@ -1,0 +1,292 @@
+"""Metric functions on hand-computed cases (ssl_attn.metrics.core / resample / target)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ssl_attn.metrics import (
+    METRICS,
+    area_precision,
+    coverage,
+    emd,
+    evaluate,
+    interpolation_matrix,
+    iou,
+    kl_divergence,
+    make_target,
+    pointing,
+    roc_auc,
+    soft_mse,
+    topk_size,
+    upsample,
+)
+from ssl_attn.metrics.baselines import baseline_maps, center_map, sobel_map, uniform_maps
+
+
+# ------------------------------------------------------------------ upsampling
+def test_upsample_2x2_to_4x4_hand_computed():
+    a = np.array([[0.0, 1.0], [2.0, 3.0]])
+    want = np.array([[0.0, 0.25, 0.75, 1.0],
+                     [0.5, 0.75, 1.25, 1.5],
+                     [1.5, 1.75, 2.25, 2.5],
+                     [2.0, 2.25, 2.75, 3.0]])
+    np.testing.assert_allclose(upsample(a, 4)[0], want, atol=1e-6)
+    np.testing.assert_allclose(interpolation_matrix(2, 4),
+                               [[1, 0], [0.75, 0.25], [0.25, 0.75], [0, 1]])
+    assert np.array_equal(interpolation_matrix(5, 5), np.eye(5))
+
+
+def test_upsample_matches_torch_align_corners_false():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    maps = rng.random((3, 14, 16)).astype(np.float32)
+    want = torch.nn.functional.interpolate(torch.from_numpy(maps)[:, None], size=(224, 200),
+                                           mode="bilinear", align_corners=False)[:, 0].numpy()
+    np.testing.assert_allclose(upsample(maps, (224, 200)), want, atol=2e-6)
+
+
+def test_upsample_does_not_depend_on_batch_size():
+    maps = np.random.default_rng(1).random((7, 16, 16)).astype(np.float32)
+    whole = upsample(maps, 224)
+    for i in range(7):
+        assert np.array_equal(upsample(maps[i:i + 1], 224)[0], whole[i])
+
+
+def test_topk_size_rounds_half_up():
+    assert topk_size(50176, 90) == 5018  # 5017.6
+    assert topk_size(50176, 85) == 7526  # 7526.4
+    assert topk_size(16, 75) == 4
+    assert topk_size(10, 95) == 1  # 0.5 rounds up
+
+
+# ------------------------------------------------------------------ IoU and precision
+TIES = np.array([[3, 2, 2, 2],
+                 [2, 0, 0, 0],
+                 [0, 0, 0, 0],
+                 [0, 0, 0, 0]], dtype=np.float32)
+FIRST_COLUMN = np.zeros((4, 4), bool)
+FIRST_COLUMN[:, 0] = True
+
+
+def test_iou_4x4_with_ties():
+    # p=75: k=4 -> the 3 and the three lowest-index 2s = first row; ∩ first column = {0}:
+    # IoU = 1/(4+4-1). p=50: k=8 -> the five non-zeros then zeros at 5, 6, 7 = rows 0-1;
+    # ∩ = {0, 4}: IoU = 2/(8+4-2).
+    got = iou(TIES, FIRST_COLUMN, percentiles=(75, 50))
+    np.testing.assert_allclose(got, [[1 / 7, 2 / 10]])
+
+
+def test_area_precision_uses_the_same_tie_rule():
+    np.testing.assert_allclose(area_precision(TIES, FIRST_COLUMN), [0.25])
+
+
+# ------------------------------------------------------------------ coverage
+def test_coverage_half_inside_and_negative_clipped():
+    left = np.zeros((4, 4), bool)
+    left[:, :2] = True
+    np.testing.assert_allclose(coverage(np.ones((4, 4)), left), [0.5])
+    m = np.array([[2.0, -5.0], [2.0, 0.0]])
+    top = np.array([[True, True], [False, False]])
+    np.testing.assert_allclose(coverage(m, top), [0.5])  # a+ = [[2, 0], [2, 0]]
+    assert np.isnan(coverage(np.zeros((4, 4)), left)[0])
+
+
+# ------------------------------------------------------------------ pointing
+def _peak(shape, r, c):
+    a = np.zeros(shape, np.float32)
+    a[r, c] = 1.0
+    return a
+
+
+def test_pointing_strict_and_tolerance_at_an_edge():
+    peak = _peak((20, 20), 0, 0)  # argmax in the corner of the frame
+    m = np.zeros((20, 20), bool)
+    m[0, 3] = True  # 3 px right of the argmax
+    assert pointing(peak, m)[0] == 0.0
+    assert pointing(peak, m, tolerance_px=3, image_size=(20, 20))[0] == 1.0
+    # The same 3 image px are only 1.5 frame px in a 40 px wide photo: miss.
+    assert pointing(peak, m, tolerance_px=3, image_size=(20, 40))[0] == 0.0
+    m2 = np.zeros((20, 20), bool)
+    m2[2, 3] = True  # distance sqrt(13) > 3
+    assert pointing(peak, m2, tolerance_px=3, image_size=(20, 20))[0] == 0.0
+    m3 = np.zeros((20, 20), bool)
+    m3[3, 0] = True  # 3 rows down: the ellipse's vertical radius is still 3 frame px
+    assert pointing(peak, m3, tolerance_px=3, image_size=(20, 40))[0] == 1.0
+
+
+def test_pointing_argmax_ties_go_to_lowest_index():
+    a = np.zeros((4, 4))
+    a[1, 1] = a[3, 3] = 5.0
+    m = np.zeros((4, 4), bool)
+    m[1, 1] = True
+    assert pointing(a, m)[0] == 1.0
+    m[:] = False
+    m[3, 3] = True
+    assert pointing(a, m)[0] == 0.0
+
+
+def test_evaluate_tolerance_equals_distance_transform_version():
+    rng = np.random.default_rng(3)
+    boxes = np.array([[0.1, 0.1, 0.2, 0.1], [0.6, 0.5, 0.3, 0.3]])
+    tgt = make_target(boxes, frame=32, image_size=(300, 500), tolerance_px=40)
+    maps = rng.random((40, 32, 32)).astype(np.float32) ** 8
+    res = evaluate(maps, tgt)
+    union = tgt.union.reshape(32, 32)
+    want = pointing(maps, union, tolerance_px=40, image_size=(300, 500))
+    np.testing.assert_array_equal(res["pointing_tol"], want)
+    assert 0 < want.sum() < 40  # both hits and misses occur
+
+
+# ------------------------------------------------------------------ ROC-AUC
+def test_roc_auc_perfect_inverted_constant():
+    m = np.zeros((8, 8), bool)
+    m[2:5, 1:6] = True
+    assert roc_auc(m.astype(float), m)[0] == 1.0
+    assert roc_auc(1.0 - m, m)[0] == 0.0
+    assert roc_auc(np.full((8, 8), 0.3), m)[0] == 0.5
+
+
+def test_roc_auc_with_ties_matches_sklearn():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    m = rng.random((16, 16)) < 0.3
+    maps = np.round(rng.random((5, 16, 16)), 1)  # many ties
+    got = roc_auc(maps, m)
+    want = [metrics.roc_auc_score(m.ravel(), a.astype(np.float32).ravel()) for a in maps]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+# ------------------------------------------------------------------ soft-target metrics
+def test_mse_hand_computed():
+    # t̂ = [1, 1, 0, 0], â = [1, 0, 0, 0] -> mean squared difference 1/4.
+    np.testing.assert_allclose(soft_mse(np.array([[1.0, 0.0], [0.0, 0.0]]),
+                                        np.array([[0.5, 0.5], [0.0, 0.0]])), [0.25])
+    assert np.isnan(soft_mse(np.ones((2, 2)), np.array([[0.5, 0.5], [0.0, 0.0]]))[0])
+
+
+def test_kl_zero_for_identical_distributions_and_positive_otherwise():
+    t = np.random.default_rng(0).random((16, 16))
+    t /= t.sum()
+    assert abs(kl_divergence(t.astype(np.float32), t)[0]) < 1e-6
+    assert kl_divergence(np.ones((16, 16)), t)[0] > 0.01
+
+
+def test_emd_one_cell_shift_equals_cell_spacing():
+    target = _peak((8, 8), 2, 3).astype(np.float64)
+    np.testing.assert_allclose(emd(_peak((8, 8), 2, 4), target), [1 / 8])
+    np.testing.assert_allclose(emd(_peak((8, 8), 3, 4), target), [math.sqrt(2) / 8])
+    np.testing.assert_allclose(emd(target, target), [0.0], atol=1e-12)
+    # On a 224 frame: blocks of 28 px; a peak moved by one block costs 1/8 as well.
+    t224, m224 = np.zeros((224, 224)), np.zeros((224, 224))
+    t224[10, 10] = m224[10, 40] = 1.0
+    np.testing.assert_allclose(emd(m224, t224), [1 / 8])
+
+
+# ------------------------------------------------------------------ all at once, edge cases
+def test_box_covering_the_whole_image():
+    tgt = make_target(np.array([[0.0, 0.0, 1.0, 1.0]]), frame=8)
+    res = evaluate(np.random.default_rng(0).random((2, 4, 4)), tgt, percentiles=(90, 50))
+    np.testing.assert_allclose(res["iou"], [[6 / 64, 32 / 64]] * 2)  # k/N: round(6.4)=6
+    np.testing.assert_allclose(res["coverage"], 1.0)
+    np.testing.assert_allclose(res["pointing"], 1.0)
+    np.testing.assert_allclose(res["area_precision"], 1.0)
+    np.testing.assert_allclose(res["box_iou"], 1.0)
+    assert np.isnan(res["roc_auc"]).all()  # no negative pixels
+
+
+def test_box_smaller_than_a_pixel_gets_its_centre_pixel():
+    tgt = make_target(np.array([[0.55, 0.30, 0.001, 0.001]]), labels=[7], frame=4)
+    assert tgt.union.reshape(4, 4)[1, 2] and tgt.union.sum() == 1
+    res = evaluate(_peak((4, 4), 1, 2), tgt)
+    assert res["pointing"][0] == 1.0 and res["box_iou"][0, 0] == 1.0
+    assert res["feature_pointing"].shape == (1, 1)
+    np.testing.assert_allclose(res["area_precision"], 1.0)
+
+
+def test_evaluate_equals_single_metric_functions_and_is_batch_invariant():
+    rng = np.random.default_rng(5)
+    boxes = np.array([[0.1, 0.2, 0.3, 0.3], [0.5, 0.5, 0.2, 0.4], [0.6, 0.1, 0.1, 0.1]])
+    tgt = make_target(boxes, labels=[1, 2, 1], frame=56, image_size=(600, 800))
+    maps = rng.random((9, 14, 14)).astype(np.float32)
+    res = evaluate(maps, tgt, batch_size=4)
+    union = tgt.union.reshape(56, 56)
+    soft = tgt.soft.reshape(56, 56)
+    np.testing.assert_allclose(res["iou"], iou(maps, union))
+    np.testing.assert_allclose(res["coverage"], coverage(maps, union), rtol=1e-12)
+    np.testing.assert_allclose(res["roc_auc"], roc_auc(maps, union), rtol=1e-12)
+    np.testing.assert_allclose(res["area_precision"], area_precision(maps, union))
+    np.testing.assert_allclose(res["mse"], soft_mse(maps, soft), rtol=1e-9)
+    np.testing.assert_allclose(res["kl"], kl_divergence(maps, soft), rtol=1e-9)
+    np.testing.assert_allclose(res["emd"], emd(maps, soft), rtol=1e-9)
+    np.testing.assert_array_equal(res["pointing"], pointing(maps, union))
+    # Per box / per feature: box IoU with k = the box's area; feature 1 = union of boxes 0, 2.
+    masks = tgt.region_masks
+    for j in range(5):
+        np.testing.assert_allclose(
+            np.concatenate([res["box_coverage"], res["feature_coverage"]], 1)[:, j],
+            coverage(maps, masks[j]), rtol=1e-12)
+        k_pct = 100 - 100 * masks[j].sum() / masks[j].size  # percentile giving k = area
+        np.testing.assert_allclose(
+            np.concatenate([res["box_iou"], res["feature_iou"]], 1)[:, j],
+            iou(maps, masks[j], percentiles=(k_pct,))[:, 0])
+    # Batch invariance: order-based metrics are exactly equal; sums through BLAS (coverage,
+    # MSE, KL) may differ in the last ulp between batch shapes (gemv vs gemm blocking).
+    one_by_one = [evaluate(maps[i:i + 1], tgt) for i in range(9)]
+    for k, v in res.items():
+        single = np.concatenate([r[k] for r in one_by_one])
+        if k.endswith("coverage") or k in ("mse", "kl", "emd"):
+            np.testing.assert_allclose(v, single, rtol=1e-12, atol=1e-15, err_msg=k)
+        else:
+            np.testing.assert_array_equal(v, single, err_msg=k)
+
+
+def test_nan_maps_give_nan_everywhere():
+    maps = np.random.default_rng(0).random((2, 4, 4))
+    maps[1, 0, 0] = np.nan
+    res = evaluate(maps, make_target(np.array([[0.0, 0.0, 0.5, 0.5]]), frame=8))
+    for k, v in res.items():
+        assert np.isfinite(v[0]).all() or k == "roc_auc", k
+        assert np.isnan(v[1]).all(), k
+
+
+def test_every_result_has_metadata():
+    res = evaluate(np.ones((1, 2, 2)), make_target(np.array([[0.0, 0.0, 0.5, 0.5]]), frame=8))
+    for k in res:
+        meta = METRICS[k]
+        assert meta.direction in ("higher", "lower")
+        assert meta.range[0] < meta.range[1]
+    assert METRICS["kl"].direction == "lower" and METRICS["iou"].direction == "higher"
+
+
+def test_bad_inputs_raise_clear_errors():
+    with pytest.raises(ValueError, match="maps must have shape"):
+        upsample(np.zeros((1, 2, 2, 2)))
+    with pytest.raises(ValueError, match="mask must be a 2-D"):
+        iou(np.zeros((2, 2)), np.zeros(4, bool))
+    with pytest.raises(ValueError, match="labels has 1 entries for 2 boxes"):
+        make_target(np.zeros((2, 4)) + 0.1, labels=[1])
+
+
+# ------------------------------------------------------------------ baselines
+def test_baselines_reproducible_from_seed():
+    a = uniform_maps("Q1_wd0", 32, n_draws=3, seed=4)
+    assert np.array_equal(a, uniform_maps("Q1_wd0", 32, n_draws=3, seed=4))
+    assert not np.array_equal(a, uniform_maps("Q1_wd0", 32, n_draws=3, seed=5))
+    assert not np.array_equal(a, uniform_maps("Q2_wd0", 32, n_draws=3, seed=4))
+    assert a.shape == (3, 32, 32) and a.min() >= 0 and a.max() < 1
+
+
+def test_center_and_sobel_baselines():
+    from PIL import Image
+
+    c = center_map(8)
+    assert c[3, 3] == c[4, 4] == c.max() and c[0, 0] == c.min()
+    img = np.zeros((40, 40), np.uint8)
+    img[:, 20:] = 255  # one vertical edge
+    s = sobel_map(Image.fromarray(img).convert("RGB"), 40)
+    assert s[:, 19:21].min() > 1.0 and s[:, :15].max() == 0.0
+    with pytest.raises(ValueError, match="needs the image"):
+        baseline_maps("sobel", "x", frame=8)
