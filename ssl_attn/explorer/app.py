@@ -1,0 +1,182 @@
+"""The whole explorer: :class:`Explorer` composes the views; :func:`build_app` wraps it in a
+template for ``panel serve`` (see ``dashboards/explorer.py``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import panel as pn
+import param
+
+from ssl_attn.explorer.data import ExplorerData, PathRejectedError, resolve_store_path
+from ssl_attn.explorer.state import ExplorerState
+from ssl_attn.explorer.views import (
+    AttentionView,
+    ImageBrowser,
+    LayerCurves,
+    LayerHeadGrid,
+    Leaderboard,
+    ModelComparison,
+    PatchSimilarity,
+    VariantComparison,
+)
+
+__all__ = ["DEFAULT_DATA_DIR", "DEFAULT_STORE", "Explorer", "build_app", "store_from_request"]
+
+DEFAULT_STORE = Path("data/stores/demo.zarr")
+DEFAULT_DATA_DIR = Path("data")
+TITLE = "ssl-attn explorer: where do vision transformers look?"
+ACCENT = "#0072B2"
+
+
+def store_from_request(
+    default: str | os.PathLike, data_dir: str | os.PathLike, requested: str | None
+) -> Path:
+    """The store to open: ``requested`` (from ``?store=``) resolved strictly inside
+    ``data_dir`` (:class:`PathRejectedError` otherwise), or ``default`` if none was requested."""
+    if requested is None or requested == "":
+        return Path(default)
+    return resolve_store_path(requested, data_dir)
+
+
+class Explorer(pn.viewable.Viewer):
+    """The dashboard as one Viewer: data + shared state + every view.
+
+    Parameters
+    ----------
+    store : the attention store path (``X.zarr``); scores are read from ``X.scores.zarr``.
+    data : dataset folder (default: the store's ``dataset`` root attr).
+    error : a message to show instead of opening anything (e.g. a rejected URL path).
+
+    Attributes ``data``, ``state`` and the views (``attention``, ``grid``, ``curves``,
+    ``leaderboard``, ``models``, ``variants``, ``similarity``, ``browser``) are plain objects
+    usable without a server; they are None when the store cannot be opened.
+    """
+
+    store = param.Path(default=None, check_exists=False, doc="Attention store (X.zarr)")
+
+    def __init__(self, store: str | os.PathLike | None = None, *,
+                 data: str | os.PathLike | None = None, scores: str | os.PathLike | None = None,
+                 error: str | None = None, **params) -> None:
+        super().__init__(store=str(store or DEFAULT_STORE), **params)
+        self.error = error
+        self.data = self.state = None
+        self.attention = self.grid = self.curves = self.leaderboard = None
+        self.models = self.variants = self.similarity = self.browser = None
+        if error:
+            return
+        self.data = ExplorerData(self.store, data=data, scores=scores)
+        if not self.data.ok:
+            return
+        self.state = ExplorerState(self.data)
+        self.attention = AttentionView(self.state)
+        self.grid = LayerHeadGrid(self.state)
+        self.curves = LayerCurves(self.state)
+        self.leaderboard = Leaderboard(self.state)
+        self.models = ModelComparison(self.state)
+        self.variants = VariantComparison(self.state)
+        self.similarity = PatchSimilarity(self.state)
+        self.browser = ImageBrowser(self.state)
+
+    # ------------------------------------------------------------------ messages
+    def messages(self) -> list[tuple[str, str]]:
+        """``(alert_type, text)`` banners: errors, the synthetic notice, missing parts."""
+        if self.error:
+            return [("danger", self.error)]
+        out: list[tuple[str, str]] = []
+        d = self.data
+        if not d.ok:
+            return [("danger", p) for p in d.problems] or [
+                ("danger", f"Cannot show the store {self.store}.")]
+        if d.synthetic:
+            out.append(("warning", "**Synthetic data.** These photos, boxes and maps come from "
+                        "the generated WikiChurches-format demo set, not from WikiChurches; "
+                        "the numbers say nothing about the real models."))
+        weights = {m: str(d.model_attrs(m).get("weights", "")) for m in d.models}
+        rand = sorted(m for m, w in weights.items() if w == "random-init")
+        if rand:
+            out.append(("warning", f"**Random weights:** {', '.join(rand)} were run with "
+                        "randomly initialised weights (no pretrained checkpoint was available); "
+                        "their maps show architecture, not learned attention."))
+        out.extend(("info", p) for p in d.problems)
+        return out
+
+    def _banners(self) -> pn.Column:
+        return pn.Column(*[pn.pane.Alert(t, alert_type=k, sizing_mode="stretch_width",
+                                         margin=(2, 10)) for k, t in self.messages()],
+                         sizing_mode="stretch_width")
+
+    # ------------------------------------------------------------------ layout
+    def controls(self) -> pn.viewable.Viewable:
+        """The selection widgets (built from the state's params)."""
+        s = self.state
+        return pn.Param(
+            s.param,
+            parameters=["model", "method", "variant", "layer", "head", "metric", "percentile",
+                        "alpha", "cmap", "show_outline", "show_boxes"],
+            widgets={
+                "layer": {"type": pn.widgets.DiscretePlayer, "interval": 700,
+                          "loop_policy": "loop", "show_loop_controls": False,
+                          "width": 280, "name": "layer"},
+                "alpha": {"type": pn.widgets.FloatSlider, "name": "map opacity"},
+                "percentile": {"name": "percentile p (outline: top 100−p %)"},
+            },
+            show_name=False, sizing_mode="stretch_width")
+
+    def status(self) -> pn.pane.Markdown:
+        """A one-line description of the selection (updates with every change)."""
+        s = self.state
+        return pn.pane.Markdown(pn.bind(lambda _: s.describe(), s.param.version),
+                                css_classes=["explorer-status"], sizing_mode="stretch_width",
+                                styles={"font-family": "monospace", "font-size": "0.9em"})
+
+    def main(self) -> pn.viewable.Viewable:
+        """The main area: banners, status, the attention view with its grid, then tabs."""
+        if self.state is None:
+            return self._banners()
+        top = pn.Row(self.attention.plot_pane(),
+                     pn.Column(self.grid, self.attention.info_pane()))
+        tabs = pn.Tabs(
+            ("Layer curves", self.curves), ("Leaderboard", self.leaderboard),
+            ("Model comparison", self.models), ("Variants", self.variants),
+            ("Patch similarity", self.similarity), dynamic=True, sizing_mode="stretch_width")
+        return pn.Column(self._banners(), self.status(), top, tabs, sizing_mode="stretch_width")
+
+    def sidebar(self) -> list:
+        """Sidebar content: the image browser and the controls."""
+        if self.state is None:
+            return [pn.pane.Markdown(f"Store: `{self.store}`")]
+        return [pn.pane.Markdown("### Image"), self.browser, pn.pane.Markdown("### Selection"),
+                self.controls(), pn.pane.Markdown(f"Store: `{self.store}`",
+                                                  styles={"font-size": "0.8em"})]
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return pn.Row(pn.Column(*self.sidebar(), width=330), self.main())
+
+    def template(self) -> pn.template.BootstrapTemplate:
+        """The app in a ``BootstrapTemplate`` (title, sidebar, main).
+
+        Bootstrap rather than the Fast templates: Fast pulls a Google font from the network,
+        which fails offline (and on locked-down Binder mirrors) with console errors.
+        """
+        return pn.template.BootstrapTemplate(
+            title=TITLE, sidebar=self.sidebar(), main=[self.main()], header_background=ACCENT,
+            sidebar_width=340)
+
+
+def build_app(
+    store: str | os.PathLike | None = None,
+    *,
+    data: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike = DEFAULT_DATA_DIR,
+    requested: str | None = None,
+) -> pn.template.BootstrapTemplate:
+    """The servable app. ``requested`` is a client's ``?store=`` value: it may only name a store
+    inside ``data_dir``; anything else is refused with a message and nothing is opened."""
+    try:
+        path = store_from_request(store or DEFAULT_STORE, data_dir, requested)
+        explorer = Explorer(path, data=data)
+    except PathRejectedError as exc:
+        explorer = Explorer(store, error=f"Refused: {exc}")
+    return explorer.template()

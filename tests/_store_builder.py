@@ -1,0 +1,372 @@
+"""Small schema-conformant fixtures for the explorer: a WikiChurches-format folder, an attention
+store (docs/SCHEMA.md "Attention store") and its scores (``X.scores.zarr``).
+
+Every array has a **closed-form content** so tests can assert exact values by hand:
+
+* maps (``peak_map``): uniform ``(1 − p)/N`` everywhere plus ``p`` at one cell (each sums to 1);
+  ``p = 0.5 + 0.1·variant_index + 0.01·image_index``; the peak cell per method is
+  ``cls (l % gh, h % gw)``, ``mean_received (gh − 1 − l % gh, h % gw)``,
+  ``rollout (l % gh, gw − 1)``,
+  ``probe (0, h % gw)``, ``gradcam (l % gh, l % gw)`` with ``l``/``h`` the *positions* of the
+  layer / head in their coordinates;
+* ``register_mass = 0.01·(l + 1)``, ``cls_self = 0.02``;
+* ``embedding[y, x] = e_k`` with ``k = (y·gw + x) % C`` (one-hot): cosine similarity is 1 between
+  patches with equal ``k`` and 0 otherwise;
+* scores (:func:`score_value`): ``coverage = 0.1 + 0.01·l + 0.001·(h + 1) + 0.0001·i`` (``l``,
+  ``h`` as stored coordinates, ``h = −1`` for the head-mean), ``iou = coverage·p/100`` over the
+  ``percentile`` dim, ``kl = 1 − coverage`` (lower is better), ``pointing = 1`` when
+  ``(l + h)`` is even else 0; per box ``box_coverage = 0.05·(b + 1) + 0.01·l`` with ``b`` the
+  box's ``box_index`` (the ``box`` dim is global over all images, named by the coords
+  ``box_image_id`` and ``box_index``, as ssl_attn.metrics writes it); baselines ``coverage``
+  0.20 / 0.30 / 0.25 / 0.15 (uniform / center / saliency / sobel), ``iou = coverage·p/100``,
+  ``kl = 1 − coverage``, ``pointing = 0``.
+
+The benchmark (``benchmarks/explorer.py``) reuses :func:`build_store` with full-size layouts and
+``content="random"`` (random but structured values for timing only).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from PIL import Image
+
+MAP_METHODS = ("cls", "rollout", "mean_received", "probe", "gradcam")
+BASELINES = {"baseline:uniform": 0.20, "baseline:center": 0.30, "baseline:saliency": 0.25,
+             "baseline:sobel": 0.15}
+PERCENTILES = (50, 90)
+FEATURES = ("Portal", "Rose window", "Arch window", "Buttress", "Pediment")
+
+
+@dataclass(frozen=True)
+class ModelLayout:
+    """What one model group holds: its methods, layer/head coordinates and patch grid."""
+
+    key: str
+    methods: tuple[str, ...]
+    layers: tuple[int, ...]
+    heads: tuple[int, ...]
+    grid: tuple[int, int]
+    variants: tuple[str, ...] = ("frozen",)
+    n_registers: int = 0
+    embeddings: bool = False
+    channels: int = 8
+
+
+#: Small layouts for unit tests: a non-square grid (catches transposes), a CLS-free SigLIP-like
+#: model with a probe, and a ResNet-like model with Grad-CAM stages 1..4.
+TEST_MODELS = (
+    ModelLayout("vit", ("cls", "rollout", "mean_received"), (0, 1, 2), (0, 1, 2), (4, 6),
+                variants=("frozen", "full"), n_registers=4, embeddings=True),
+    ModelLayout("sig", ("mean_received", "probe"), (0, 1), (0, 1), (3, 3)),
+    ModelLayout("cnn", ("gradcam",), (1, 2, 3, 4), (), (2, 2)),
+)
+
+#: image id → (width px, height px, boxes as (left, top, width, height, feature index)).
+TEST_IMAGES: dict[str, tuple[int, int, list[tuple[float, float, float, float, int]]]] = {
+    "Q100_wd0": (64, 48, [(0.25, 0.5, 0.5, 0.25, 0), (0.0, 0.0, 0.5, 0.5, 1)]),
+    "Q200_wd0": (40, 60, [(0.1, 0.1, 0.2, 0.3, 2), (0.5, 0.6, 0.4, 0.3, 0),
+                          (0.6, 0.1, 0.3, 0.2, 3)]),
+    "Q300_wd1": (50, 50, [(0.2, 0.2, 0.6, 0.6, 4)]),
+}
+TEST_STYLES = {"Q100_wd0": ["Q46261"], "Q200_wd0": ["Q176483"], "Q300_wd1": ["Q840829"]}
+
+
+def peak_map(gh: int, gw: int, r: int, c: int, p: float) -> np.ndarray:
+    """``(gh, gw)`` float32 map: ``(1 − p)/(gh·gw)`` everywhere plus ``p`` at ``(r, c)``."""
+    m = np.full((gh, gw), (1.0 - p) / (gh * gw), dtype=np.float64)
+    m[r, c] += p
+    return m.astype(np.float32)
+
+
+def peak_cell(method: str, li: int, hi: int, gh: int, gw: int) -> tuple[int, int]:
+    """The peak cell of the closed-form map for layer position ``li`` and head position ``hi``."""
+    if method == "cls":
+        return li % gh, hi % gw
+    if method == "mean_received":
+        return gh - 1 - li % gh, hi % gw
+    if method == "rollout":
+        return li % gh, gw - 1
+    if method == "probe":
+        return 0, hi % gw
+    if method == "gradcam":
+        return li % gh, li % gw
+    raise KeyError(method)
+
+
+def peak_mass(variant_index: int, image_index: int) -> float:
+    """``p`` of the closed-form maps."""
+    return 0.5 + 0.1 * variant_index + 0.01 * image_index
+
+
+def build_dataset(root: Path, images: dict = TEST_IMAGES, *, synthetic: bool = True) -> Path:
+    """Write a WikiChurches-format folder: ``building_parts.json``, ``churches.json``,
+    ``style_names.txt``, ``images/<id>.jpg`` (solid colour with a dark top-left quadrant) and,
+    when ``synthetic``, the ``synthetic.json`` marker."""
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    meta = [{"name": name, "parents": []} for name in FEATURES]
+    annotations = {}
+    for i, (iid, (w, h, boxes)) in enumerate(images.items()):
+        arr = np.zeros((h, w, 3), np.uint8)
+        arr[...] = (60 * i % 255, 120, 200)
+        arr[: h // 2, : w // 2] = 20
+        Image.fromarray(arr).save(root / "images" / f"{iid}.jpg", quality=95)
+        elements = [{"left": b[0], "top": b[1], "width": b[2], "height": b[3], "label": b[4]}
+                    for b in boxes]
+        annotations[f"{iid}.jpg"] = {
+            "styles": TEST_STYLES.get(iid, ["Q46261"]),
+            "bbox_groups": [{"group_label": elements[0]["label"] if elements else 0,
+                             "elements": elements}],
+        }
+    (root / "building_parts.json").write_text(json.dumps({"meta": meta,
+                                                          "annotations": annotations}))
+    churches = {iid.split("_wd")[0]: {"name": f"Church {iid}", "built_year": 1200,
+                                      "styles": TEST_STYLES.get(iid, ["Q46261"]),
+                                      "country": "X", "location": [0.0, 0.0]}
+                for iid in images}
+    (root / "churches.json").write_text(json.dumps(churches))
+    (root / "style_names.txt").write_text(
+        "Q46261 Romanesque\nQ176483 Gothic\nQ236122 Renaissance\nQ840829 Baroque\n")
+    if synthetic:
+        (root / "synthetic.json").write_text(json.dumps({"generator": "tests/_store_builder"}))
+    return root
+
+
+def _provenance(synthetic: bool) -> dict:
+    return {"ssl_attn_version": "0.1.0", "git_commit": "test", "library_versions": "{}",
+            "device": "cpu", "dtype": "float32", "created": "2026-01-01T00:00:00Z",
+            "synthetic": bool(synthetic)}
+
+
+def model_dataset(
+    layout: ModelLayout,
+    image_ids: Sequence[str],
+    sizes: dict[str, tuple[int, int]],
+    *,
+    content: str = "closed-form",
+    synthetic: bool = True,
+    seed: int = 0,
+) -> xr.Dataset:
+    """One model group as an ``xr.Dataset`` following docs/SCHEMA.md."""
+    gh, gw = layout.grid
+    V, n_img, L, H = len(layout.variants), len(image_ids), len(layout.layers), len(layout.heads)
+    rng = np.random.default_rng(seed)
+    coords = {
+        "variant": np.array(layout.variants, dtype=object),
+        "image_id": np.array(image_ids, dtype=object),
+        "y": (np.arange(gh) + 0.5) / gh, "x": (np.arange(gw) + 0.5) / gw,
+        "style": ("image_id", np.array(["Q46261"] * n_img, dtype=object)),
+        "width": ("image_id", np.array([sizes[i][0] for i in image_ids], np.int64)),
+        "height": ("image_id", np.array([sizes[i][1] for i in image_ids], np.int64)),
+    }
+    if L:
+        coords["layer"] = np.array(layout.layers, np.int64)
+    if H:
+        coords["head"] = np.array(layout.heads, np.int64)
+
+    def cube(method: str, has_layer: bool, has_head: bool) -> np.ndarray:
+        shape = (V, n_img, L if has_layer else 1, H if has_head else 1, gh, gw)
+        if content == "random":
+            # Random but structured: a smooth blob whose centre drifts with layer and head.
+            yy, xx = np.meshgrid(np.arange(gh), np.arange(gw), indexing="ij")
+            out = rng.random(shape, dtype=np.float32) * 0.2
+            for li in range(shape[2]):
+                for hi in range(shape[3]):
+                    cy, cx = (li * 3 + hi) % gh, (hi * 5 + li) % gw
+                    out[:, :, li, hi] += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 8.0)
+            out /= out.sum(axis=(-2, -1), keepdims=True)
+            return out
+        out = np.empty(shape, np.float32)
+        for vi in range(V):
+            for ii in range(n_img):
+                for li in range(shape[2]):
+                    for hi in range(shape[3]):
+                        r, c = peak_cell(method, li, hi, gh, gw)
+                        out[vi, ii, li, hi] = peak_map(gh, gw, r, c, peak_mass(vi, ii))
+        return out
+
+    data = {}
+    for method in layout.methods:
+        has_layer = method != "probe"
+        has_head = method in ("cls", "mean_received", "probe")
+        arr = cube(method, has_layer, has_head)
+        dims = ["variant", "image_id", "layer", "head", "y", "x"]
+        if not has_head:
+            arr, dims = arr[:, :, :, 0], [d for d in dims if d != "head"]
+        if not has_layer:
+            arr, dims = arr[:, :, 0], [d for d in dims if d != "layer"]
+        data[method] = (dims, arr)
+    if "cls" in layout.methods:
+        lay = np.asarray(layout.layers, np.float32)
+        data["register_mass"] = (["variant", "image_id", "layer", "head"],
+                                 np.broadcast_to(0.01 * (lay[None, None, :, None] + 1),
+                                                 (V, n_img, L, H)).astype(np.float32))
+        data["cls_self"] = (["variant", "image_id", "layer", "head"],
+                            np.full((V, n_img, L, H), 0.02, np.float32))
+    if layout.embeddings:
+        C = layout.channels
+        k = (np.arange(gh)[:, None] * gw + np.arange(gw)[None, :]) % C
+        emb = np.eye(C, dtype=np.float16)[k]  # (gh, gw, C)
+        data["embedding"] = (["variant", "image_id", "y", "x", "channel"],
+                             np.broadcast_to(emb, (V, n_img, gh, gw, C)).copy())
+    data["complete"] = (["variant", "image_id"], np.ones((V, n_img), bool))
+    attrs = _provenance(synthetic) | {
+        "model_key": layout.key, "checkpoint": f"test/{layout.key}", "revision": "none",
+        "family": "vit" if layout.key != "cnn" else "cnn", "patch_size": 16,
+        "n_prefix_tokens": 1 + layout.n_registers, "n_registers": layout.n_registers,
+        "grid": json.dumps([gh, gw]), "input_size": json.dumps([gh * 16, gw * 16]),
+        "preprocessing": json.dumps({"resize": [gh * 16, gw * 16]}), "weights": "random-init",
+    }
+    return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def build_store(
+    path: Path,
+    models: Sequence[ModelLayout] = TEST_MODELS,
+    images: dict = TEST_IMAGES,
+    *,
+    dataset: str | Path = "",
+    synthetic: bool = True,
+    content: str = "closed-form",
+) -> Path:
+    """Write a DataTree store ``path`` (Zarr) with one group per model, chunked per image."""
+    sizes = {iid: (w, h) for iid, (w, h, _) in images.items()}
+    ids = list(images)
+    tree = {"/": xr.Dataset(attrs=_provenance(synthetic) | {
+        "dataset": str(dataset), "skipped_images": "[]"})}
+    encoding = {}
+    for k, layout in enumerate(models):
+        ds = model_dataset(layout, ids, sizes, content=content, synthetic=synthetic, seed=k)
+        tree[f"/{layout.key}"] = ds
+        enc = {}
+        for name, var in ds.data_vars.items():
+            enc[name] = {"chunks": tuple(1 if d in ("variant", "image_id") else n
+                                         for d, n in zip(var.dims, var.shape))}
+        encoding[f"/{layout.key}"] = enc
+    xr.DataTree.from_dict(tree).to_zarr(path, mode="w", encoding=encoding)
+    return Path(path)
+
+
+def score_value(layer: int, head: int, image_index: int) -> float:
+    """The closed-form ``coverage`` score of a (layer, head, image) cell."""
+    return 0.1 + 0.01 * layer + 0.001 * (head + 1) + 0.0001 * image_index
+
+
+def build_scores(
+    path: Path,
+    models: Sequence[ModelLayout] = TEST_MODELS,
+    images: dict = TEST_IMAGES,
+    *,
+    content: str = "closed-form",
+    seed: int = 0,
+) -> Path:
+    """Write the scores Dataset (docs/SCHEMA.md "Scores") at ``path`` (``X.scores.zarr``)."""
+    rng = np.random.default_rng(seed)
+    ids = list(images)
+    names = [m.key for m in models] + list(BASELINES)
+    variants = sorted({v for m in models for v in m.variants}, key=["frozen"].__contains__,
+                      reverse=True)
+    methods = [*sorted({x for m in models for x in m.methods}), "baseline"]
+    layers = sorted({-1, *{la for m in models for la in m.layers}})
+    heads = sorted({-1, *{h for m in models for h in m.heads}})
+    # Boxes are numbered globally along ``box`` (as ssl_attn.metrics does), named by the coords
+    # ``box_image_id`` and ``box_index``.
+    box_img = [iid for iid in ids for _ in images[iid][2]]
+    box_idx = [k for iid in ids for k in range(len(images[iid][2]))]
+    n_box = len(box_img)
+    shape = (len(names), len(variants), len(methods), len(layers), len(heads), len(ids))
+    cov = np.full(shape, np.nan)
+    box_cov = np.full((*shape[:-1], n_box), np.nan)
+    point = np.full(shape, np.nan)
+    idx = {d: {v: i for i, v in enumerate(vals)} for d, vals in
+           (("model", names), ("variant", variants), ("method", methods), ("layer", layers),
+            ("head", heads))}
+    for m in models:
+        for v in m.variants:
+            for meth in m.methods:
+                m_layers = [-1] if meth == "probe" else list(m.layers)
+                m_heads = [-1, *m.heads] if meth in ("cls", "mean_received", "probe") else [-1]
+                for la in m_layers:
+                    for h in m_heads:
+                        at = (idx["model"][m.key], idx["variant"][v], idx["method"][meth],
+                              idx["layer"][la], idx["head"][h])
+                        if content == "random":
+                            cov[at] = rng.uniform(0.05, 0.6, size=len(ids))
+                        else:
+                            cov[at] = [score_value(la, h, ii) for ii in range(len(ids))]
+                        point[at] = float((la + h) % 2 == 0)
+                        box_cov[at] = 0.05 * (np.asarray(box_idx) + 1) + 0.01 * la
+    for name, value in BASELINES.items():
+        at = (idx["model"][name], idx["variant"]["frozen"], idx["method"]["baseline"],
+              idx["layer"][-1], idx["head"][-1])
+        cov[at] = value
+        point[at] = 0.0
+    pct = np.asarray(PERCENTILES, float)
+    dims = ("model", "variant", "method", "layer", "head", "image_id")
+    ds = xr.Dataset(
+        {
+            "coverage": (dims, cov.astype(np.float32),
+                         {"direction": "higher", "range": json.dumps([0, 1]),
+                          "long_name": "energy inside the boxes"}),
+            "iou": ((*dims, "percentile"), (cov[..., None] * pct / 100).astype(np.float32),
+                    {"direction": "higher", "range": json.dumps([0, 1]),
+                     "long_name": "IoU of the top-(100-p)% region with the box union"}),
+            "kl": (dims, (1 - cov).astype(np.float32),
+                   {"direction": "lower", "range": json.dumps([0, None]),
+                    "long_name": "KL(target‖map)"}),
+            "pointing": (dims, point.astype(np.float32),
+                         {"direction": "higher", "range": json.dumps([0, 1]),
+                          "long_name": "pointing game (strict)"}),
+            "box_coverage": ((*dims[:-1], "box"), box_cov.astype(np.float32),
+                             {"direction": "higher", "range": json.dumps([0, 1]),
+                              "long_name": "energy inside each box"}),
+        },
+        coords={"model": np.array(names, dtype=object),
+                "variant": np.array(variants, dtype=object),
+                "method": np.array(methods, dtype=object), "layer": layers,
+                "head": heads, "image_id": np.array(ids, dtype=object),
+                "percentile": pct.astype(np.float64),
+                "box": np.arange(n_box),
+                "box_image_id": ("box", np.array(box_img, dtype=object)),
+                "box_index": ("box", np.array(box_idx, dtype=np.int64))},
+        attrs={"synthetic": True, "store": "test"},
+    )
+    enc = {name: {"chunks": tuple(1 if d in ("model", "variant", "method") else n
+                                  for d, n in zip(var.dims, var.shape))}
+           for name, var in ds.data_vars.items()}
+    ds.to_zarr(path, mode="w", encoding=enc)
+    return Path(path)
+
+
+@dataclass
+class Fixture:
+    """Paths of a built fixture (``data_dir`` holds all of them)."""
+
+    data_dir: Path
+    dataset: Path
+    store: Path
+    scores: Path
+    extra: dict = field(default_factory=dict)
+
+
+def build_all(data_dir: Path, *, scores: bool = True) -> Fixture:
+    """Dataset, store (``stores/test.zarr``) and scores (``stores/test.scores.zarr``)."""
+    data_dir = Path(data_dir)
+    ds_root = build_dataset(data_dir / "synthetic")
+    store = build_store(data_dir / "stores" / "test.zarr", dataset=ds_root)
+    sc = data_dir / "stores" / "test.scores.zarr"
+    if scores:
+        build_scores(sc)
+    return Fixture(data_dir, ds_root, store, sc)
+
+
+def frame_table(iid: str) -> pd.DataFrame:
+    """The test boxes of one image as relative ``left, top, width, height`` rows."""
+    return pd.DataFrame(TEST_IMAGES[iid][2], columns=["left", "top", "width", "height", "label"])

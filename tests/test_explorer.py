@@ -1,0 +1,382 @@
+"""The explorer's Viewer classes as plain objects: a param change yields the expected plot data.
+
+Fixtures come from ``tests/_store_builder.py`` (closed-form maps and scores, documented there), so
+expected values are computed by hand from those formulas — and cross-checked against the store
+read back independently with xarray.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("panel")
+pytest.importorskip("holoviews")
+
+import holoviews as hv
+import panel as pn
+import xarray as xr
+from _store_builder import (
+    BASELINES,
+    TEST_MODELS,
+    build_all,
+    build_dataset,
+    build_store,
+    peak_map,
+    score_value,
+)
+from bokeh.document import Document
+
+from ssl_attn import plots
+from ssl_attn.explorer import (
+    Explorer,
+    PathRejectedError,
+    build_app,
+    resolve_store_path,
+)
+
+warnings.filterwarnings("ignore", message=".*Zarr.*")
+U = 1.0 / 24  # one cell of the 4 × 6 "vit" grid
+
+
+@pytest.fixture(scope="module")
+def fix(tmp_path_factory):
+    return build_all(tmp_path_factory.mktemp("explorer_data"))
+
+
+@pytest.fixture
+def ex(fix):
+    return Explorer(fix.store)
+
+
+def _store_slice(fix, model, method, **sel):
+    tree = xr.open_datatree(fix.store, engine="zarr", chunks=None)
+    return tree[model].to_dataset()[method].sel(**sel).values
+
+
+# ------------------------------------------------------------------------------ attention view
+def test_map_is_the_store_slice_in_the_documented_frame(ex, fix):
+    s = ex.state
+    s.param.update(image_id="Q200_wd0", model="vit", method="cls", variant="full", layer=1,
+                   head=2)
+    got = ex.attention.map_values()
+    # Hand value: variant index 1, image index 1 -> p = 0.61; peak at (layer 1 % 4, head 2 % 6).
+    want = np.full((4, 6), 0.39 * U)
+    want[1, 2] += 0.61
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    np.testing.assert_array_equal(got, _store_slice(fix, "vit", "cls", variant="full",
+                                                    image_id="Q200_wd0", layer=1, head=2))
+    el = ex.attention.map_element()
+    # HoloViews returns gridded values bottom row first (y ascending): flip back to y-down.
+    np.testing.assert_allclose(np.flipud(el.dimension_values(2, flat=False)), got, rtol=1e-6)
+    # Q200_wd0 is 40 x 60 px: frame (left, bottom, right, top) = (0, -60, 40, 0).
+    assert ex.attention.frame_bounds() == (0.0, -60.0, 40.0, 0.0)
+    assert tuple(el.bounds.lbrt()) == (0.0, -60.0, 40.0, 0.0)
+    # Row 0 of the array is drawn at the top: the peak cell (row 1, col 2) has centre
+    # x = (2 + 0.5) / 6 * 40, y = -(1 + 0.5) / 4 * 60.
+    assert el[(2.5 / 6 * 40, -1.5 / 4 * 60)] == pytest.approx(0.61 + 0.39 * U, rel=1e-6)
+
+
+def test_head_minus_one_is_the_mean_over_heads(ex):
+    s = ex.state
+    s.param.update(image_id="Q100_wd0", model="vit", method="cls", variant="frozen", layer=0,
+                   head=-1)
+    got = ex.attention.map_values()
+    # p = 0.5; heads 0, 1, 2 peak at (0, 0), (0, 1), (0, 2): each gets p / 3 on top of u.
+    want = np.full((4, 6), 0.5 * U)
+    want[0, :3] += 0.5 / 3
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert got.sum() == pytest.approx(1.0, rel=1e-6)
+
+
+def test_boxes_are_transformed_into_the_frame(ex):
+    ex.state.image_id = "Q200_wd0"  # 40 x 60 px
+    t = ex.attention.box_table()
+    # box 0: left .1, top .1, width .2, height .3 -> x 4..12, y_plot -(0.4*60)..-(0.1*60)
+    row = t[t.box_index == 0].iloc[0]
+    assert (row.x0, row.x1, row.y0, row.y1) == pytest.approx((4.0, 12.0, -24.0, -6.0))
+    row = t[t.box_index == 2].iloc[0]  # .6, .1, .3, .2
+    assert (row.x0, row.x1, row.y0, row.y1) == pytest.approx((24.0, 36.0, -18.0, -6.0))
+    el = ex.attention.boxes_element()
+    assert isinstance(el, hv.Rectangles)
+    assert list(el.dimension_values("feature")) == ["Arch window", "Portal", "Buttress"]
+    np.testing.assert_allclose(el.dimension_values("x0"), [4.0, 20.0, 24.0])
+    np.testing.assert_allclose(el.dimension_values("y1"), [-6.0, -36.0, -6.0])
+
+
+def test_tap_selects_the_box_and_shows_its_metrics(ex):
+    s = ex.state
+    s.param.update(image_id="Q200_wd0", model="vit", method="cls", variant="frozen", layer=2)
+    ex.attention.tap_at(6.0, -10.0)  # inside box 0 (x 4..12, y -24..-6)
+    assert s.selected_box == 0
+    assert (s.tap_x, s.tap_y) == pytest.approx((6.0 / 40, 10.0 / 60))
+    info = ex.attention.box_info()
+    # box_coverage = 0.05 * (box + 1) + 0.01 * layer = 0.05 + 0.02
+    assert "Arch window" in info and "box_coverage: 0.0700" in info
+    sel = ex.attention.selected_element()
+    np.testing.assert_allclose(sel.array(), [[4.0, -24.0, 12.0, -6.0]])
+    ex.attention.tap_at(39.0, -59.0)  # outside every box
+    assert s.selected_box == -1
+    assert "tap a box" in ex.attention.box_info()
+
+
+def test_outline_keeps_the_top_region(ex):
+    values = np.arange(1, 101, dtype=float).reshape(10, 10)
+    assert plots.top_region_threshold(values, 90) == 91.0  # top 10 of 100 pixels
+    s = ex.state
+    s.param.update(image_id="Q100_wd0", model="vit", method="cls", layer=1, head=1,
+                   variant="frozen", percentile=90)
+    seg = ex.attention.outline_element()
+    xy = np.r_[seg.array(["x0", "y0"]), seg.array(["x1", "y1"])]
+    assert len(xy) > 4
+    # Peak cell of (layer 1, head 1) = (row 1, col 1) on the 4 x 6 grid of a 64 x 48 image:
+    # x in [10.7, 21.3], y_plot in [-24, -12]; the outline hugs it (bilinear blur <= 1 cell).
+    assert xy[:, 0].min() >= 64 / 6 * 0.5 and xy[:, 0].max() <= 64 / 6 * 2.5
+    assert xy[:, 1].max() <= -48 / 4 * 0.5 and xy[:, 1].min() >= -48 / 4 * 2.5
+
+
+def test_model_change_keeps_the_selection_valid(ex):
+    s = ex.state
+    s.model = "cnn"  # vit layer 2 is also a cnn stage: kept; no heads -> -1
+    assert (s.method, s.layer, s.head) == ("gradcam", 2, -1)
+    assert s.param.layer.objects == [1, 2, 3, 4]
+    s.layer = 2
+    # gradcam stage 2 = layer position 1 -> peak (1 % 2, 1 % 2) on the 2 x 2 grid, p = 0.5.
+    np.testing.assert_allclose(ex.attention.map_values(),
+                               peak_map(2, 2, 1, 1, 0.5), rtol=1e-6)
+    s.model = "sig"  # no cls: falls back to its probe, which has no layer
+    assert (s.method, s.layer) == ("probe", -1)
+    s.head = 1
+    np.testing.assert_allclose(ex.attention.map_values(), peak_map(3, 3, 0, 1, 0.5), rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------ score views
+def test_layer_head_grid_and_tap(ex):
+    s = ex.state
+    s.param.update(image_id="Q300_wd1", model="vit", method="cls", variant="frozen",
+                   metric="coverage")
+    layers, heads, vals = ex.grid.grid()
+    assert layers == [0, 1, 2] and heads == [-1, 0, 1, 2]
+    want = [[score_value(la, h, 2) for h in heads] for la in layers]
+    np.testing.assert_allclose(vals, want, rtol=1e-6)
+    hm = ex.grid.heatmap()
+    assert list(hm.dimension_values("head", expanded=False)) == ["mean", "0", "1", "2"]
+    ex.grid.tap.event(x="1", y="0")
+    assert (s.layer, s.head) == (0, 1)
+    ex.grid.tap.event(x="mean", y="2")
+    assert (s.layer, s.head) == (2, -1)
+
+
+def test_layer_curves_and_baselines(ex):
+    s = ex.state
+    s.param.update(metric="coverage", method="cls", variant="frozen", model="vit")
+    summ = ex.curves.summary()
+    vit = summ[summ.model == "vit"].set_index("layer")
+    # mean over the 3 images of 0.1 + 0.01 l + 0.0001 i (head -1) = 0.1 + 0.01 l + 0.0001
+    np.testing.assert_allclose(vit["mean"], [0.1001, 0.1101, 0.1201], rtol=1e-5)
+    assert (vit["lo"] <= vit["mean"]).all() and (vit["mean"] <= vit["hi"]).all()
+    assert set(summ[summ.model == "sig"]["label"]) == {"sig (probe)"}
+    base = ex.data.baselines("coverage")
+    assert base == pytest.approx({k.split(":")[1]: v for k, v in BASELINES.items()}, rel=1e-6)
+    ex.curves._on_tap(x=3.0, y=0.13)  # nearest point: cnn (gradcam) at layer 3
+    assert (s.model, s.method, s.layer) == ("cnn", "gradcam", 3)
+
+
+def test_leaderboard_best_layer_with_ci_and_baselines(ex):
+    ex.state.param.update(method="cls", variant="frozen", percentile=90)
+    df = ex.leaderboard.table().set_index("model")
+    assert df.loc["vit", "coverage layer"] == 2  # higher is better -> deepest layer
+    assert df.loc["vit", "coverage"] == pytest.approx(0.1201, rel=1e-5)
+    assert df.loc["vit", "kl layer"] == 2  # kl = 1 - coverage, lower is better
+    assert df.loc["cnn", "coverage layer"] == 4
+    assert df.loc["vit", "iou@90"] == pytest.approx(0.1201 * 0.9, rel=1e-5)
+    assert df.loc["baseline:center", "coverage"] == pytest.approx(0.30, rel=1e-6)
+    assert df.loc["vit", "coverage lo"] <= df.loc["vit", "coverage"] <= df.loc["vit",
+                                                                               "coverage hi"]
+
+
+# ------------------------------------------------------------------------------ comparisons
+def test_model_comparison_uses_the_same_relative_depth(ex):
+    s = ex.state
+    s.param.update(model="vit", method="cls", layer=1, head=-1, image_id="Q100_wd0")
+    panels = {m: (meth, layer) for m, meth, layer, _ in ex.models.panels()}
+    # vit layer 1 of [0, 1, 2] = depth 0.5 -> cnn stage 3 of [1..4] (round(0.5 * 3) = 2 -> 3)
+    assert panels == {"vit": ("cls", 1), "cnn": ("gradcam", 3), "sig": ("probe", -1)}
+
+
+def test_variant_shift_map_is_centred_at_zero(ex):
+    s = ex.state
+    s.param.update(model="vit", method="cls", layer=0, head=0, image_id="Q100_wd0",
+                   compare_variant="full")
+    _frozen, _other, diff = ex.variants.maps()
+    want = np.full((4, 6), -0.1 * U)  # p goes 0.5 -> 0.6: u falls by 0.1/24, the peak gains
+    want[0, 0] += 0.1
+    np.testing.assert_allclose(diff, want, atol=1e-6)
+    el = ex.variants.element("shift")
+    img = el.get(1)
+    assert img.opts.get().kwargs["cmap"] == "RdBu_r"
+    lo, hi = img.opts.get().kwargs["clim"]
+    assert lo == -hi and hi == pytest.approx(0.1 - 0.1 * U, rel=1e-4)
+
+
+def test_patch_similarity_from_embeddings(ex):
+    s = ex.state
+    s.param.update(model="vit", variant="frozen", image_id="Q100_wd0")
+    assert ex.similarity.similarity() is None  # nothing tapped yet
+    s.param.update(tap_x=0.01, tap_y=0.01)  # patch (0, 0): one-hot channel 0
+    sim = ex.similarity.similarity()
+    want = np.zeros((4, 6))
+    for i in range(4):
+        for j in range(6):
+            want[i, j] = float((i * 6 + j) % 8 == 0)
+    np.testing.assert_allclose(sim, want, atol=1e-6)
+
+
+def test_no_embeddings_gives_a_message(ex):
+    ex.state.model = "sig"
+    col = ex.similarity.__panel__()
+    body = col[1]._pane if hasattr(col[1], "_pane") else col[1]
+    root = pn.panel(col).get_root(Document())
+    assert root is not None
+    text = body.object if hasattr(body, "object") else str(body)
+    assert "No embeddings in this store" in str(text)
+
+
+# ------------------------------------------------------------------------------ browser
+def test_image_browser_filters_and_selects(ex):
+    b = ex.browser
+    assert len(b.filtered()) == 3
+    b.style = "Gothic"
+    assert list(b.filtered()["image_id"]) == ["Q200_wd0"]
+    b.style = "All"
+    b.feature = "Rose window"
+    assert list(b.filtered()["image_id"]) == ["Q100_wd0"]
+    b.feature = "All"
+    b.search = "q3"
+    assert list(b.filtered()["image_id"]) == ["Q300_wd1"]
+    assert b.filtered()["thumb"].iloc[0].startswith('<img src="data:image/jpeg;base64,')
+    b._table.selection = [0]
+    assert ex.state.image_id == "Q300_wd1"
+    assert ex.state.selected_box == -1
+
+
+# ------------------------------------------------------------------------------ safety
+def test_missing_store_gives_a_message(tmp_path):
+    ex = Explorer(tmp_path / "nope.zarr")
+    kinds, texts = zip(*ex.messages())
+    assert kinds == ("danger",) and "No attention store at" in texts[0]
+    assert ex.state is None
+    assert pn.panel(ex).get_root(Document()) is not None
+
+
+def test_missing_scores_and_dataset_give_messages(tmp_path):
+    store = build_store(tmp_path / "s.zarr", dataset=tmp_path / "missing_dataset")
+    ex = Explorer(store)
+    text = " ".join(t for _, t in ex.messages())
+    assert "No scores at" in text and "not found" in text
+    assert isinstance(ex.grid.__panel__(), pn.pane.Alert)
+    assert isinstance(ex.leaderboard.__panel__(), pn.pane.Alert)
+    assert ex.attention.map_values().shape == (4, 6)  # maps still work
+    assert len(ex.attention.box_table()) == 0
+
+
+def test_synthetic_banner_follows_the_data(tmp_path, fix):
+    ex = Explorer(fix.store)
+    assert any("Synthetic data" in t for _, t in ex.messages())
+    real = build_dataset(tmp_path / "real", synthetic=False)
+    store = build_store(tmp_path / "real.zarr", dataset=real, synthetic=False)
+    ex2 = Explorer(store)
+    assert not ex2.data.synthetic
+    assert not any("Synthetic data" in t for _, t in ex2.messages())
+
+
+def test_url_store_outside_the_data_dir_is_rejected(tmp_path, fix):
+    data_dir = fix.data_dir
+    ok = resolve_store_path("stores/test.zarr", data_dir)
+    assert ok == fix.store.resolve()
+    for bad in ("../../etc", "/etc/passwd", "stores/../../x.zarr", str(tmp_path)):
+        with pytest.raises(PathRejectedError, match="outside the data directory"):
+            resolve_store_path(bad, data_dir)
+    link = data_dir / "escape.zarr"
+    if not link.exists():
+        os.symlink(tmp_path, link)
+    with pytest.raises(PathRejectedError):
+        resolve_store_path("escape.zarr", data_dir)
+    app = build_app(fix.store, data_dir=data_dir, requested="/etc")
+    root = app.main[0]
+    alerts = [o for o in root.select(pn.pane.Alert)]
+    assert alerts and "Refused" in alerts[0].object and alerts[0].alert_type == "danger"
+
+
+@pytest.mark.slow
+def test_exercising_the_app_writes_nothing(fix):
+    def snapshot():
+        return {p: p.stat().st_mtime_ns for p in Path(fix.data_dir).rglob("*")
+                if "escape" not in p.parts[-1]}
+
+    before = snapshot()
+    ex = Explorer(fix.store)
+    doc = Document()
+    pn.panel(ex).get_root(doc)
+    for view in (ex.leaderboard, ex.similarity):  # the app renders the rest
+        pn.panel(view).get_root(doc)
+    s = ex.state
+    for model in ("cnn", "vit"):
+        s.model = model
+    s.layer = 0
+    s.image_id = "Q200_wd0"
+    ex.attention.tap_at(6.0, -10.0)
+    s.head = 1
+    assert s.selected_box == 0
+    assert snapshot() == before
+    assert not any(p.suffix in (".pkl", ".cache") for p in before)
+
+
+def test_status_line_describes_the_selection(ex):
+    s = ex.state
+    s.param.update(image_id="Q100_wd0", model="vit", method="rollout", variant="frozen",
+                   layer=1)
+    assert s.describe() == ("image Q100_wd0 · model vit · frozen · rollout · layer 1 · "
+                            "head mean · box none")
+
+
+@pytest.mark.slow
+def test_rendered_app_updates_the_image_glyph(ex):
+    doc = Document()
+    root = pn.panel(ex).get_root(doc)
+    s = ex.state
+    s.param.update(image_id="Q100_wd0", model="vit", method="cls", variant="frozen", head=0)
+
+    def image_values():
+        from bokeh.models import GlyphRenderer, Image
+
+        for r in root.select({"type": GlyphRenderer}):
+            if isinstance(r.glyph, Image) and r.data_source.data["image"][0].shape == (4, 6):
+                return np.asarray(r.data_source.data["image"][0])
+        raise AssertionError("no 4 x 6 map glyph in the rendered app")
+
+    s.layer = 0
+    a = image_values()
+    s.layer = 2
+    b = image_values()
+    # Bokeh images are stored bottom row first: the peak (row 2, col 0) is row 4 - 1 - 2 = 1.
+    assert np.unravel_index(np.argmax(a), a.shape) == (3, 0)
+    assert np.unravel_index(np.argmax(b), b.shape) == (1, 0)
+
+
+def test_builder_follows_the_schema(fix):
+    tree = xr.open_datatree(fix.store, engine="zarr", chunks=None)
+    assert sorted(tree.children) == sorted(m.key for m in TEST_MODELS)
+    vit = tree["vit"].to_dataset()
+    assert vit["cls"].dims == ("variant", "image_id", "layer", "head", "y", "x")
+    np.testing.assert_allclose(vit["y"].values, (np.arange(4) + 0.5) / 4)
+    np.testing.assert_allclose(vit["cls"].sum(("y", "x")).values, 1.0, rtol=1e-5)
+    assert bool(tree.attrs["synthetic"]) is True
+    scores = xr.open_dataset(fix.scores, engine="zarr", chunks=None)
+    assert {"direction", "range", "long_name"} <= set(scores["coverage"].attrs)
+    assert isinstance(scores["coverage"].to_series(), pd.Series)
