@@ -8,9 +8,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from zenodo_server import ZenodoServer  # pytest puts tests/ on sys.path
 
 from ssl_attn.cli import build_parser, main
-from zenodo_server import ZenodoServer  # pytest puts tests/ on sys.path
 
 
 def test_help_lists_every_command(capsys):
