@@ -17,11 +17,13 @@ Everything here is a pure function of numpy / pandas inputs, so it is testable w
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
-import holoviews as hv
 import numpy as np
 import pandas as pd
-from scipy import ndimage
+
+if TYPE_CHECKING:
+    import holoviews as hv
 
 __all__ = [
     "BOX_COLUMNS",
@@ -31,10 +33,13 @@ __all__ = [
     "boxes_to_frame",
     "feature_colors",
     "frame_bounds",
+    "head_label",
+    "hv_module",
     "layer_curves",
     "layer_head_heatmap",
     "map_element",
     "message_element",
+    "outline_segments",
     "photo_element",
     "shift_element",
     "top_region_outline",
@@ -42,10 +47,21 @@ __all__ = [
     "upsample_map",
 ]
 
-import holoviews.plotting.bokeh
 
-if hv.Store.current_backend != "bokeh":
-    hv.Store.set_current_backend("bokeh")
+
+def hv_module():
+    """``holoviews`` with its Bokeh backend loaded, imported on first use.
+
+    Lazy so that importing this module (and the explorer, whose always-visible views draw with
+    Bokeh directly) does not pay for HoloViews; every element builder below calls it.
+    """
+    import holoviews as hv
+    import holoviews.plotting.bokeh  # registers the Bokeh backend's options
+
+    if hv.Store.current_backend != "bokeh":
+        hv.Store.set_current_backend("bokeh")
+    return hv
+
 
 #: Colour-blind-safe categorical colours for feature types: Okabe & Ito (2008) without black,
 #: then Paul Tol's "muted" scheme. Features beyond 16 distinct ones cycle.
@@ -117,6 +133,7 @@ def photo_element(rgb: np.ndarray, width: float, height: float, **opts) -> hv.RG
     ``rgb``: uint8 ``(h, w, 3)``, row 0 = top of the photo; it may be a downscaled copy — the
     bounds are the full-size ``width × height`` px so it lines up with maps and boxes.
     """
+    hv = hv_module()
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] not in (3, 4):
         raise ValueError(f"photo_element: expected an (h, w, 3) RGB array, got shape {rgb.shape}")
@@ -139,6 +156,7 @@ def map_element(
     its centre sits at the store's relative centre ``((j + 0.5)/gw, (i + 0.5)/gh)`` scaled by
     ``(W, −H)``. ``clim``: colour limits; default ``None`` lets HoloViews use the map's range.
     """
+    hv = hv_module()
     arr = np.asarray(values, dtype=float)
     if arr.ndim != 2:
         raise ValueError(f"map_element: expected a 2-D (gh, gw) map, got shape {arr.shape}")
@@ -149,15 +167,31 @@ def map_element(
     return el.opts(**opts) if opts else el
 
 
+def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel-centre-aligned linear interpolation from ``n_in`` to ``n_out`` samples, edges
+    held: output ``u`` samples the input at ``c = (u + 0.5)·n_in/n_out − 0.5`` clamped to
+    ``[0, n_in − 1]``, i.e. ``(1 − f)·in[i0] + f·in[i1]``. Returns ``(i0, i1, f)``."""
+    c = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1.0)
+    i0 = np.floor(c).astype(np.int64)
+    return i0, np.minimum(i0 + 1, n_in - 1), c - i0
+
+
 def upsample_map(values: np.ndarray, resolution: int = 224) -> np.ndarray:
     """Bilinear upsampling of a ``(gh, gw)`` map to ``resolution × resolution`` (float64).
 
-    Pixel-centre aligned (``grid_mode=True``: the same convention as ``align_corners=False``),
-    edges held constant — the evaluation frame of DESIGN.md §7. NaNs are treated as 0.
+    Pixel-centre aligned (``align_corners=False``), edges held constant — the evaluation frame
+    of DESIGN.md §7; equal to ``scipy.ndimage.zoom(order=1, grid_mode=True, mode="nearest")``
+    (tested). NaNs are treated as 0. Hand-written as two separable gathers: scipy's import
+    alone costs the dashboard's cold start ~0.5 s, and the same interpolation as matrix
+    products goes through multi-threaded BLAS, which stalls for 10–20 ms on a loaded machine.
     """
     arr = np.nan_to_num(np.asarray(values, dtype=float))
-    zoom = (resolution / arr.shape[0], resolution / arr.shape[1])
-    return ndimage.zoom(arr, zoom, order=1, grid_mode=True, mode="nearest")
+    if arr.ndim != 2:
+        raise ValueError(f"upsample_map: expected a 2-D (gh, gw) map, got shape {arr.shape}")
+    y0, y1, fy = _linear_taps(arr.shape[0], resolution)
+    x0, x1, fx = _linear_taps(arr.shape[1], resolution)
+    rows = arr[y0] * (1.0 - fy)[:, None] + arr[y1] * fy[:, None]  # (resolution, gw)
+    return rows[:, x0] * (1.0 - fx) + rows[:, x1] * fx
 
 
 def top_region_threshold(values: np.ndarray, percentile: float) -> float:
@@ -166,27 +200,27 @@ def top_region_threshold(values: np.ndarray, percentile: float) -> float:
     Keeps ``k = round(N·(100 − p)/100)`` pixels as IoU@p does (DESIGN.md §7); returns the k-th
     highest value (ties may keep a few more pixels in an outline; the metric breaks them).
     """
-    flat = np.sort(np.asarray(values, dtype=float).ravel())[::-1]
+    flat = np.asarray(values, dtype=float).ravel()
     k = round(flat.size * (100.0 - percentile) / 100.0)
     k = min(max(k, 1), flat.size)
-    return float(flat[k - 1])
+    # The k-th highest value: a partial sort (np.partition) is O(N), a full sort O(N log N).
+    return float(np.partition(flat, flat.size - k)[flat.size - k])
 
 
-def top_region_outline(
+def outline_segments(
     values: np.ndarray, width: float, height: float, percentile: float, *, resolution: int = 224
-) -> hv.Segments:
-    """Outline of the top-``(100 − p)`` % region of a map, as IoU@p sees it.
+) -> np.ndarray:
+    """Outline of the top-``(100 − p)`` % region of a map, as IoU@p sees it: ``(n, 4)`` line
+    pieces ``x0, y0, x1, y1`` in the plot frame (``(0, 4)`` when the map is flat).
 
     The map is upsampled to the ``resolution²`` evaluation frame (:func:`upsample_map`), the
     threshold is :func:`top_region_threshold`, and the outline is the iso-line at that value
-    (contourpy's marching squares, called directly). Returned as ``hv.Segments``
-    (``x0, y0, x1, y1`` per line piece, plot frame): one flat table renders as one glyph,
-    much cheaper to update than a multi-path. The border is padded so regions touching it
-    close. Empty when the map is flat.
+    (contourpy's marching squares, called directly). The border is padded so regions touching
+    it close.
     """
     import contourpy
 
-    empty = hv.Segments(np.zeros((0, 4)), kdims=["x0", "y0", "x1", "y1"])
+    empty = np.zeros((0, 4))
     up = upsample_map(values, resolution)
     thr = top_region_threshold(up, percentile)
     if not np.isfinite(thr) or up.max() <= up.min():
@@ -198,9 +232,17 @@ def top_region_outline(
     level = thr - 1e-9 * max(abs(thr), 1.0)
     lines = contourpy.contour_generator(xs, ys, padded).lines(level)
     pieces = [np.hstack([seg[:-1], seg[1:]]) for seg in lines if len(seg) > 1]
-    if not pieces:
-        return empty
-    return hv.Segments(np.vstack(pieces), kdims=["x0", "y0", "x1", "y1"])
+    return np.vstack(pieces) if pieces else empty
+
+
+def top_region_outline(
+    values: np.ndarray, width: float, height: float, percentile: float, *, resolution: int = 224
+) -> hv.Segments:
+    """:func:`outline_segments` as ``hv.Segments`` (``x0, y0, x1, y1`` per line piece): one
+    flat table renders as one glyph, much cheaper to update than a multi-path."""
+    hv = hv_module()
+    seg = outline_segments(values, width, height, percentile, resolution=resolution)
+    return hv.Segments(seg, kdims=["x0", "y0", "x1", "y1"])
 
 
 def boxes_element(
@@ -216,6 +258,7 @@ def boxes_element(
     ``hover_columns``: extra columns (e.g. per-box scores) carried as value dims so the hover
     tool shows them. Colours come from ``colors`` (feature → hex); unknown features are grey.
     """
+    hv = hv_module()
     vdims = ["feature", "box_index", *[c for c in hover_columns if c in frame_boxes.columns]]
     data = frame_boxes[[*BOX_COLUMNS, *vdims]].copy()
     data["feature"] = data["feature"].astype(str)
@@ -243,6 +286,7 @@ def layer_head_heatmap(
     ``values``: ``(n_layers, n_heads)``; head ``-1`` (the head-mean map) is labelled ``mean``.
     Cells are categorical: heads on x (as strings), layers on y (as strings), NaN cells blank.
     """
+    hv = hv_module()
     values = np.asarray(values, dtype=float)
     if values.shape != (len(layers), len(heads)):
         raise ValueError(f"layer_head_heatmap: values {values.shape} ≠ "
@@ -270,6 +314,7 @@ def layer_curves(summary: pd.DataFrame, colors: Mapping[str, str], *, metric: st
     ``hv.Scatter`` (the points, with hover and the legend), each coloured by ``label`` via
     ``colors[model]``. One glyph per element whatever the number of models keeps updates cheap.
     """
+    hv = hv_module()
     bands, lines, cmap = [], [], {}
     for model, df in summary.groupby("model", sort=False):
         df = df.sort_values("layer")
@@ -296,6 +341,7 @@ def layer_curves(summary: pd.DataFrame, colors: Mapping[str, str], *, metric: st
 def baseline_lines(baselines: Mapping[str, float], x: float = 0.0) -> hv.Overlay:
     """One dashed grey ``hv.HLine`` per baseline mean (name → value), each named by an
     ``hv.Text`` label at ``x`` (e.g. the right-most layer)."""
+    hv = hv_module()
     items = []
     finite = [v for v in baselines.values() if v is not None and np.isfinite(v)]
     # HLines and Text do not widen the axes: invisible points at the values do.
@@ -313,6 +359,7 @@ def baseline_lines(baselines: Mapping[str, float], x: float = 0.0) -> hv.Overlay
 
 def shift_element(diff: np.ndarray, width: float, height: float, **opts) -> hv.Image:
     """A variant − frozen shift map with a diverging colormap centred at 0 (symmetric clim)."""
+    hv = hv_module()
     arr = np.asarray(diff, dtype=float)
     finite = np.abs(arr[np.isfinite(arr)])
     lim = float(finite.max()) if finite.size and finite.max() > 0 else 1e-12
@@ -324,6 +371,7 @@ def shift_element(diff: np.ndarray, width: float, height: float, **opts) -> hv.I
 
 def message_element(text: str, **opts) -> hv.Text:
     """A placeholder plot that says why there is nothing to draw (e.g. no embeddings)."""
+    hv = hv_module()
     el = hv.Text(0.5, 0.5, text).opts(
         xaxis=None, yaxis=None, toolbar=None, text_font_size="11pt", text_color="#444444",
     )

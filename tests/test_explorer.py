@@ -21,16 +21,28 @@ pytest.importorskip("holoviews")
 import holoviews as hv
 import panel as pn
 import xarray as xr
-from _store_builder import (
-    BASELINES,
-    TEST_MODELS,
-    build_all,
-    build_dataset,
-    build_store,
-    peak_map,
-    score_value,
-)
 from bokeh.document import Document
+
+try:  # tests/ as a plain folder: pytest puts it on sys.path
+    from _store_builder import (
+        BASELINES,
+        TEST_MODELS,
+        build_all,
+        build_dataset,
+        build_store,
+        peak_map,
+        score_value,
+    )
+except ModuleNotFoundError:  # tests/ as a package (with an __init__.py)
+    from tests._store_builder import (
+        BASELINES,
+        TEST_MODELS,
+        build_all,
+        build_dataset,
+        build_store,
+        peak_map,
+        score_value,
+    )
 
 from ssl_attn import plots
 from ssl_attn.explorer import (
@@ -380,3 +392,149 @@ def test_builder_follows_the_schema(fix):
     scores = xr.open_dataset(fix.scores, engine="zarr", chunks=None)
     assert {"direction", "range", "long_name"} <= set(scores["coverage"].attrs)
     assert isinstance(scores["coverage"].to_series(), pd.Series)
+
+
+# ------------------------------------------------------------------------------ in-place figures
+def test_attention_figure_updates_in_place(ex):
+    from bokeh.palettes import Viridis256
+
+    s = ex.state
+    s.param.update(image_id="Q200_wd0", model="vit", method="cls", variant="frozen", layer=1,
+                   head=2)
+    f = ex.attention.figure()
+    models_before = {m.id for m in f.fig.references()}
+    # Boxes of Q200_wd0 (40 x 60 px): box 0 (.1, .1, .2, .3) -> x 4..12, y_plot -24..-6.
+    b = f.boxes.data
+    np.testing.assert_allclose(b["x0"], [4.0, 20.0, 24.0])
+    np.testing.assert_allclose(b["y0"], [-24.0, -54.0, -18.0])
+    np.testing.assert_allclose(b["y1"], [-6.0, -36.0, -6.0])
+    assert b["feature"] == ["Arch window", "Portal", "Buttress"]
+    colors = plots.feature_colors(ex.data.features_by_frequency)
+    assert b["color"] == [colors[x] for x in b["feature"]]
+    # box_coverage = 0.05 (box + 1) + 0.01 layer, for layer 1
+    np.testing.assert_allclose(b["box_coverage"], [0.06, 0.11, 0.16], rtol=1e-6)
+    # The map goes in bottom row first; colours span its range: p = 0.51 (image 1), u = .49/24.
+    np.testing.assert_allclose(np.flipud(f.map.data["image"][0]), ex.attention.map_values())
+    assert (f.mapper.low, f.mapper.high) == pytest.approx((0.49 * U, 0.51 + 0.49 * U), rel=1e-5)
+    # The photo spans (0, -60)..(40, 0) and its dark top-left quadrant is the *last* rows.
+    assert (f.photo.data["x"], f.photo.data["y"]) == ([0.0], [-60.0])
+    assert (f.photo.data["dw"], f.photo.data["dh"]) == ([40.0], [60.0])
+    rgba = f.photo.data["image"][0].view(np.uint8).reshape(60, 40, 4)
+    assert rgba[-1, 0, :3].max() < 40 and rgba[0, 0, 2] > 150  # dark corner / blue fill
+    # Aspect 1 in the 480 x 420 frame: 7 screen px per photo px -> x spans 480 / 7 around 20.
+    assert (f.fig.y_range.start, f.fig.y_range.end) == pytest.approx((-60.0, 0.0))
+    assert (f.fig.x_range.start, f.fig.x_range.end) == pytest.approx((20 - 240 / 7, 20 + 240 / 7))
+    ex.attention.tap_at(6.0, -10.0)  # inside box 0
+    sel = f.selected.data
+    assert [sel[k] for k in ("x0", "y0", "x1", "y1")] == [pytest.approx([v]) for v in
+                                                          (4.0, -24.0, 12.0, -6.0)]
+    for change in ({"layer": 0}, {"head": -1}, {"image_id": "Q100_wd0"}, {"model": "cnn"},
+                   {"model": "vit", "cmap": "viridis", "alpha": 0.8}):
+        s.param.update(**change)
+        np.testing.assert_allclose(np.flipud(f.map.data["image"][0]),
+                                   ex.attention.map_values())
+    # Only data and plain properties changed: no model was added or replaced.
+    assert {m.id for m in f.fig.references()} == models_before
+    assert f.map_renderer.glyph.global_alpha == 0.8 and f.mapper.palette[0] == Viridis256[0]
+    assert f.selected.data["x0"] == []  # a new image clears the selection
+    assert len(f.outline.data["x0"]) > 4
+    s.param.update(show_outline=False, show_boxes=False)
+    assert len(f.outline.data["x0"]) == 0 and len(f.boxes.data["x0"]) == 0
+
+
+def test_grid_figure_cells_marker_and_tap(ex):
+    from types import SimpleNamespace
+
+    s = ex.state
+    s.param.update(image_id="Q300_wd1", model="vit", method="cls", variant="frozen",
+                   metric="coverage", layer=1, head=0)
+    g = ex.grid.figure()
+    assert list(g.fig.x_range.factors) == ["mean", "0", "1", "2"]
+    assert list(g.fig.y_range.factors) == ["0", "1", "2"]
+    cells = pd.DataFrame(g.cells.data).set_index(["layer", "head"])["value"]
+    assert cells[("2", "1")] == pytest.approx(score_value(2, 1, 2), rel=1e-6)
+    assert cells[("0", "mean")] == pytest.approx(score_value(0, -1, 2), rel=1e-6)
+    assert g.marker.data == {"head": ["0"], "layer": ["1"]}
+    # A Bokeh tap at synthetic coordinates: factor i spans [i, i + 1) -> head "2", layer "0".
+    g._tap(SimpleNamespace(x=3.5, y=0.2))
+    assert (s.layer, s.head) == (0, 2)
+    assert g.marker.data == {"head": ["2"], "layer": ["0"]}
+
+
+def test_curves_figure_points_baselines_and_marker(ex):
+    s = ex.state
+    s.param.update(metric="coverage", method="cls", variant="frozen", model="vit", layer=1)
+    c = ex.curves.figure()
+    pts = pd.DataFrame(c.points.data)
+    vit = pts[pts.label == "vit"].sort_values("layer")
+    np.testing.assert_allclose(vit["mean"], [0.1001, 0.1101, 0.1201], rtol=1e-5)
+    assert dict(zip(c.base_text.data["text"], c.base_text.data["y"])) == pytest.approx(
+        {f"baseline: {k.split(':')[1]}": v for k, v in BASELINES.items()}, rel=1e-6)
+    np.testing.assert_allclose(np.c_[c.marker.data["layer"], c.marker.data["mean"]],
+                               [[1.0, 0.1101]], rtol=1e-5)
+    s.layer = 2
+    np.testing.assert_allclose(c.marker.data["mean"], [0.1201], rtol=1e-5)
+
+
+def test_tabs_build_their_view_when_first_shown(ex):
+    s = ex.state
+    s.param.update(metric="coverage", method="cls", variant="frozen", model="vit", layer=1)
+    tabs = ex.tabs()
+    assert [len(tabs[i].objects) for i in range(5)] == [1, 0, 0, 0, 0]
+    tabs.active = 1
+    assert [len(tabs[i].objects) for i in range(5)] == [1, 1, 0, 0, 0]
+    assert not s.freeze_updates  # the leaderboard is a table: no HoloViews plot shown
+    marker = ex.curves.figure().marker
+    tabs.active = 3  # variants: HoloViews plots, the curves tab is hidden and paused
+    assert s.freeze_updates and not ex.curves.active and ex.variants.active
+    s.layer = 2
+    np.testing.assert_allclose(marker.data["mean"], [0.1101], rtol=1e-5)  # still layer 1
+    tabs.active = 0  # shown again: caught up
+    np.testing.assert_allclose(marker.data["mean"], [0.1201], rtol=1e-5)
+    assert not s.freeze_updates
+
+
+def test_upsample_map_is_pixel_centre_bilinear():
+    # 2 -> 4 px: output centres sample the input at -0.25, 0.25, 0.75, 1.25 (edges held).
+    up = plots.upsample_map(np.array([[0.0, 1.0], [0.0, 1.0]]), 4)
+    np.testing.assert_allclose(up, np.tile([0.0, 0.25, 0.75, 1.0], (4, 1)))
+    from scipy import ndimage
+
+    arr = np.random.default_rng(0).random((4, 6))
+    ref = ndimage.zoom(arr, (224 / 4, 224 / 6), order=1, grid_mode=True, mode="nearest")
+    np.testing.assert_allclose(plots.upsample_map(arr, 224), ref, atol=1e-12)
+
+
+def test_raw_reads_match_xarray_and_fall_back_when_decoding(ex, fix):
+    from ssl_attn.explorer import rawread
+
+    d = ex.data
+    var = d._group("cnn").variables["gradcam"]
+    assert rawread.direct_array(d._root, "cnn", "gradcam", var) is not None
+    np.testing.assert_array_equal(d.cube("cnn", "frozen", "gradcam", "Q300_wd1"),
+                                  _store_slice(fix, "cnn", "gradcam", variant="frozen",
+                                               image_id="Q300_wd1"))
+    scores = xr.open_dataset(fix.scores, engine="zarr", chunks=None)
+    want = scores["iou"].sel({"model": "vit", "variant": "full", "method": "cls",
+                              "percentile": 50}).transpose("layer", "head", "image_id").values
+    np.testing.assert_array_equal(d.score_block("iou", "vit", "full", "cls", 50), want)
+    # A variable xarray would decode (scale_factor) is read through xarray instead.
+    packed = xr.Variable(("a", "b"), np.arange(6.0).reshape(2, 3),
+                         encoding={"scale_factor": 0.5})
+    assert rawread.direct_array(d._root, "cnn", "gradcam", packed) is None
+    np.testing.assert_array_equal(rawread.read(packed, None, {"a": 1}, ["b"]), [3.0, 4.0, 5.0])
+
+
+@pytest.mark.slow
+def test_default_page_imports_neither_holoviews_nor_dask_array(fix):
+    import subprocess
+    import sys
+
+    code = ("import sys, warnings; warnings.simplefilter('ignore')\n"
+            "from bokeh.document import Document\n"
+            "from ssl_attn.explorer import Explorer\n"
+            f"Explorer({str(fix.store)!r}).template().server_doc(Document())\n"
+            "print(sorted(m for m in ('holoviews', 'dask.array', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -1,13 +1,18 @@
 """The explorer dashboard (Panel + HoloViews): importable, unit-testable Viewer classes.
 
 ``Explorer(store)`` is the whole app as a Viewer; ``build_app(...)`` wraps it in a template
-for ``panel serve dashboards/explorer.py``. Importing this package imports panel and holoviews;
-``import ssl_attn`` does not import it.
+for ``panel serve dashboards/explorer.py``. Importing this package imports panel and bokeh
+(HoloViews only when a comparison tab is first shown); ``import ssl_attn`` does not import it.
+
+Modules: ``data`` / ``scores`` (read-only store and score access), ``state`` (the shared
+selection), ``figures`` (in-place Bokeh figures), ``views`` (attention view, layer × head grid,
+layer curves), ``compare`` and ``tables`` (the tabbed views), ``app`` (the whole dashboard).
 """
 
 from __future__ import annotations
 
 from ssl_attn.explorer.app import DEFAULT_DATA_DIR, DEFAULT_STORE, Explorer, build_app
+from ssl_attn.explorer.compare import ModelComparison, PatchSimilarity, VariantComparison
 from ssl_attn.explorer.data import (
     MAP_METHODS,
     ExplorerData,
@@ -16,16 +21,8 @@ from ssl_attn.explorer.data import (
     scores_path_for,
 )
 from ssl_attn.explorer.state import ExplorerState
-from ssl_attn.explorer.views import (
-    AttentionView,
-    ImageBrowser,
-    LayerCurves,
-    LayerHeadGrid,
-    Leaderboard,
-    ModelComparison,
-    PatchSimilarity,
-    VariantComparison,
-)
+from ssl_attn.explorer.tables import ImageBrowser, Leaderboard
+from ssl_attn.explorer.views import AttentionView, LayerCurves, LayerHeadGrid
 
 __all__ = [
     "DEFAULT_DATA_DIR",

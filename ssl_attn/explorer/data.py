@@ -5,8 +5,9 @@ Everything is opened lazily once and read through small, cached slices:
 * maps: one ``(variant, image_id)`` cube per model/method (``[layer,] [head,] y, x``; one Zarr
   chunk, a few hundred KB) is read once and cached (``functools.lru_cache``); layer and head
   changes are then numpy indexing;
-* scores: one metric's ``(model, method, layer, head)`` table for an image, or its
-  ``(model, method, layer, image_id)`` table for the per-layer curves, cached per key;
+* scores (:mod:`ssl_attn.explorer.scores`): one metric's ``(layer, head, image_id)`` block per
+  model/variant/method, or its ``(model, method, layer, image_id)`` table for the per-layer
+  curves, cached per key;
 * photos: decoded once per image at display size (JPEG draft mode for speed), cached.
 
 Nothing here writes: stores are opened through ``zarr.storage.LocalStore(read_only=True)`` and
@@ -17,16 +18,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
+
+from ssl_attn.explorer.rawread import direct_array, open_root, read
+from ssl_attn.explorer.scores import PRIMARY_ORDER, ScoresMixin, _decode, _open_scores
 
 __all__ = [
     "MAP_METHODS",
@@ -38,9 +40,6 @@ __all__ = [
 
 #: Store variables that are maps (in the order the method menu lists them).
 MAP_METHODS = ("cls", "rollout", "mean_received", "probe", "gradcam")
-#: The method each model falls back to in all-model views when it lacks the chosen one.
-_PRIMARY_ORDER = ("cls", "probe", "mean_received", "rollout", "gradcam")
-BASELINE_PREFIX = "baseline:"
 
 
 class PathRejectedError(ValueError):
@@ -74,46 +73,7 @@ def scores_path_for(store: str | os.PathLike) -> Path:
     return store.with_name(f"{stem}.scores.zarr")
 
 
-def _decode(value: Any) -> Any:
-    if isinstance(value, str) and value[:1] in "[{":
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
-
-
-def _open_scores(path: Path) -> xr.Dataset:
-    import zarr
-
-    store = zarr.storage.LocalStore(str(path), read_only=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=UserWarning)  # consolidated-v3 notice
-        return xr.open_dataset(store, engine="zarr", chunks=None)
-
-
-def _bootstrap_ci(
-    values: np.ndarray, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0
-) -> tuple[float, float, float]:
-    """Mean and percentile-bootstrap CI of the finite entries of a 1-D array.
-
-    Hand-written (a few lines of numpy) because it runs once per curve point in a hot path and
-    needs NaN-dropping and a fixed seed; returns ``(nan, nan, nan)`` for no finite values.
-    """
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return (np.nan, np.nan, np.nan)
-    if v.size == 1:
-        return (float(v[0]), float(v[0]), float(v[0]))
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
-    a = (1.0 - level) / 2.0
-    lo, hi = np.quantile(means, [a, 1.0 - a])
-    return (float(v.mean()), float(lo), float(hi))
-
-
-class ExplorerData:
+class ExplorerData(ScoresMixin):
     """Lazy, read-only access to one store, its scores and its dataset.
 
     Parameters
@@ -153,6 +113,11 @@ class ExplorerData:
         self._thumb = functools.lru_cache(maxsize=1024)(self._read_thumb)
         self._embedding = functools.lru_cache(maxsize=64)(self._read_embedding)
         self._table = functools.lru_cache(maxsize=256)(self._read_block)
+        # Per-instance caches (a method-level functools.cache would keep every session's
+        # ExplorerData alive in a long-running server).
+        self._coords = functools.cache(self._read_coords)
+        self._methods = functools.cache(self._read_methods)
+        self._boxes_of = functools.lru_cache(maxsize=512)(self._read_boxes)
         self._open_store()
         if self.tree is not None:
             self._open_scores()
@@ -253,15 +218,13 @@ class ExplorerData:
             raise KeyError(f"{self.store_path}: no model group {model!r} "
                            f"(has {self.models})") from None
 
-    @functools.cache  # noqa: B019  (the instance lives as long as the app; few keys)
-    def _coords(self, model: str, method: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    def _read_coords(self, model: str, method: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
         da = self._group(model)[method]
         layers = tuple(int(v) for v in da["layer"].values) if "layer" in da.dims else ()
         heads = tuple(int(v) for v in da["head"].values) if "head" in da.dims else ()
         return layers, heads
 
-    @functools.cache  # noqa: B019
-    def _methods(self, model: str) -> tuple[str, ...]:
+    def _read_methods(self, model: str) -> tuple[str, ...]:
         ds = self._group(model)
         return tuple(m for m in MAP_METHODS if m in ds.data_vars)
 
@@ -274,7 +237,7 @@ class ExplorerData:
         have = self.methods(model)
         if preferred in have:
             return preferred
-        return next((m for m in _PRIMARY_ORDER if m in have), None)
+        return next((m for m in PRIMARY_ORDER if m in have), None)
 
     def variants(self, model: str) -> list[str]:
         """Variant names of a model group (``frozen`` first)."""
@@ -353,7 +316,7 @@ class ExplorerData:
             f = feats.get(iid, ())
             rows.append({"image_id": iid, "width": w, "height": h, "style": style,
                          "style_name": names.get(style, style) if style else "(none)",
-                         "features": tuple(f), "n_boxes": len(self.boxes(iid))})
+                         "features": tuple(f), "n_boxes": len(self._box_rows.get(iid, ()))})
         return pd.DataFrame(rows, columns=["image_id", "width", "height", "style",
                                            "style_name", "features", "n_boxes"])
 
@@ -366,29 +329,42 @@ class ExplorerData:
         return sorted(counts.index, key=lambda f: (-counts[f], f))
 
     @functools.cached_property
-    def _boxes_by_image(self) -> dict[str, pd.DataFrame]:
+    def _box_rows(self) -> dict[str, np.ndarray]:
+        """image_id → row positions of its boxes in the dataset's boxes table, in
+        ``box_index`` order (one groupby pass; the per-image tables are built on demand)."""
         if self.dataset is None:
             return {}
         b = self.dataset.boxes
-        return {str(k): g.sort_values("box_index").reset_index(drop=True)
-                for k, g in b.groupby("image_id", sort=False)}
+        bidx = b["box_index"].to_numpy()
+        return {str(k): pos[np.argsort(bidx[pos], kind="stable")]
+                for k, pos in b.groupby("image_id", sort=False).indices.items()}
+
+    def _read_boxes(self, image_id: str) -> pd.DataFrame:
+        return self.dataset.boxes.iloc[self._box_rows[image_id]].reset_index(drop=True)
 
     def boxes(self, image_id: str) -> pd.DataFrame:
         """The expert boxes of one image (dataset rows, ``box_index`` order); empty if none."""
-        got = self._boxes_by_image.get(image_id)
-        if got is None:
+        if image_id not in self._box_rows:
             return pd.DataFrame(columns=["image_id", "box_index", "label", "feature", "left",
                                          "top", "width", "height"])
-        return got
+        return self._boxes_of(image_id)
 
     # ------------------------------------------------------------------ maps
+    @functools.cached_property
+    def _root(self):
+        return open_root(self.store_path)
+
     def _read_cube(self, model: str, variant: str, method: str, image_id: str) -> np.ndarray:
-        da = self._group(model)[method]
+        ds = self._group(model)
+        var = ds.variables[method]
+        pos = {}
         for dim, val in (("variant", variant), ("image_id", image_id)):
-            if val not in da.indexes[dim]:
+            index = ds.indexes[dim]
+            if val not in index:
                 raise KeyError(f"{self.store_path}/{model}: no {dim} {val!r} for {method!r}")
-        dims = [d for d in ("layer", "head", "y", "x") if d in da.dims]
-        out = da.sel(variant=variant, image_id=image_id).transpose(*dims).values
+            pos[dim] = int(index.get_loc(val))
+        dims = [d for d in ("layer", "head", "y", "x") if d in var.dims]
+        out = read(var, direct_array(self._root, model, method, var), pos, dims)
         out = np.asarray(out, dtype=np.float32)
         out.setflags(write=False)  # cached and shared: make accidental in-place edits fail
         return out
@@ -453,12 +429,27 @@ class ExplorerData:
 
     # ------------------------------------------------------------------ photos
     def _load_pil(self, image_id: str, size: int):
-        im = self.dataset.load_image(image_id)
-        if getattr(im, "format", None) == "JPEG" or hasattr(im, "draft"):
-            # JPEG DCT scaling decodes a smaller image directly: much faster for big photos.
-            with contextlib.suppress(Exception):  # draft is only an optimisation
-                im.draft("RGB", (size, size))
-        im = im.convert("RGB")
+        """The photo as an RGB ``PIL.Image`` whose longest side is at most ``size`` px.
+
+        Opens the file itself when the dataset names its path, so JPEG DCT scaling (``draft``)
+        applies *before* decoding (1/2–1/8 of the pixels decoded: several times faster for
+        thumbnails); else the dataset's loader, which decodes in full. EXIF orientation is not
+        applied, as in ``WikiChurches.load_image`` (boxes refer to the stored pixel grid).
+        """
+        im = None
+        path_of = getattr(self.dataset, "image_path", None)
+        if path_of is not None:
+            from PIL import Image
+
+            try:
+                im = Image.open(path_of(image_id))
+                with contextlib.suppress(Exception):  # draft is only an optimisation
+                    im.draft("RGB", (size, size))
+                im = im.convert("RGB")
+            except Exception:  # unreadable here: let the dataset's loader report it
+                im = None
+        if im is None:
+            im = self.dataset.load_image(image_id).convert("RGB")
         im.thumbnail((size, size))
         return im
 
@@ -492,290 +483,3 @@ class ExplorerData:
     def thumbnail(self, image_id: str, size: int = 96) -> bytes | None:
         """A JPEG thumbnail (longest side ``size`` px) as bytes, or None."""
         return self._thumb(image_id, size)
-
-    # ------------------------------------------------------------------ scores
-    @functools.cached_property
-    def metrics(self) -> list[str]:
-        """Score variables without a ``box`` dim (one value per map)."""
-        if self.scores is None:
-            return []
-        full = {"model", "variant", "method", "layer", "head", "image_id"}
-        return [k for k, v in self.scores.data_vars.items()
-                if full <= set(v.dims) and "box" not in v.dims]
-
-    @functools.cached_property
-    def box_metrics(self) -> list[str]:
-        """Per-box score variables (with a ``box`` dim)."""
-        if self.scores is None:
-            return []
-        base = {"model", "variant", "method", "layer", "head", "box"}
-        return [k for k, v in self.scores.data_vars.items() if base <= set(v.dims)]
-
-    @functools.cached_property
-    def percentiles(self) -> list[int]:
-        """Values of the scores' ``percentile`` coord (empty without one)."""
-        if self.scores is None or "percentile" not in self.scores.coords:
-            return []
-        return [round(float(p)) for p in self.scores["percentile"].values]
-
-    def metric_attrs(self, metric: str) -> dict[str, Any]:
-        """``direction``, ``range``, ``long_name`` of a score variable (decoded)."""
-        attrs = {k: _decode(v) for k, v in self.scores[metric].attrs.items()}
-        attrs.setdefault("direction", "higher")
-        attrs.setdefault("long_name", metric)
-        return attrs
-
-    def metric_label(self, metric: str, percentile: int | None) -> str:
-        """``iou@90`` for percentile metrics, else the name."""
-        if self.scores is not None and "percentile" in self.scores[metric].dims:
-            return f"{metric}@{percentile}"
-        return metric
-
-    def _score_sel(self, metric: str, percentile: int | None, **sel: Any) -> xr.DataArray:
-        da = self.scores[metric]
-        if "percentile" in da.dims:
-            p = percentile if percentile in self.percentiles else self.percentiles[-1]
-            da = da.sel(percentile=p)
-        return da.sel({k: v for k, v in sel.items() if k in da.dims})
-
-    def _read_block(self, metric: str, model: str, variant: str, method: str,
-                    percentile: int | None) -> np.ndarray:
-        da = self._score_sel(metric, percentile, model=model, variant=variant, method=method)
-        dims = [d for d in ("layer", "head", "image_id", "box") if d in da.dims]
-        out = np.asarray(da.transpose(*dims).values, dtype=np.float64)
-        out.setflags(write=False)
-        return out
-
-    def score_block(self, metric: str, model: str, variant: str, method: str,
-                    percentile: int | None = None) -> np.ndarray:
-        """All scores of one model/variant/method: ``(layer, head, image_id[, box])`` float64,
-        read once and cached (image, layer and head changes are then numpy indexing)."""
-        if self.scores is None or metric not in self.scores.data_vars:
-            raise KeyError(f"{self.scores_path}: no score variable {metric!r}")
-        for dim, val in (("model", model), ("variant", variant), ("method", method)):
-            if val not in self._score_index[dim]:
-                raise KeyError(f"{self.scores_path}: no {dim} {val!r} in the scores")
-        return self._table(metric, model, variant, method, percentile)
-
-    @functools.cached_property
-    def _score_index(self) -> dict[str, dict]:
-        """Coordinate value → position, per scores dim (plain dicts: fast lookups)."""
-        return {d: {(str(v) if isinstance(v, str) else int(v)): i
-                    for i, v in enumerate(self.scores[d].values)}
-                for d in ("model", "variant", "method", "layer", "head", "image_id")}
-
-    def grid_scores(
-        self, metric: str, model: str, variant: str, method: str, image_id: str,
-        percentile: int | None = None,
-    ) -> tuple[list[int], list[int], np.ndarray]:
-        """One image's metric over layers × heads: ``(layers, heads, values[L, H])``.
-
-        ``heads`` starts with ``-1`` (the head-mean map) when the scores hold it; rows/columns
-        that are NaN for the whole model/method are dropped (other models' layers/heads).
-        """
-        if self.scores is None or metric not in self.metrics:
-            raise KeyError(f"{self.scores_path}: no score variable {metric!r} "
-                           f"(has {self.metrics})")
-        block = self.score_block(metric, model, variant, method, percentile)
-        ii = self._score_index["image_id"].get(image_id)
-        if ii is None:
-            raise KeyError(f"{self.scores_path}: no image_id {image_id!r} in the scores")
-        vals = block[:, :, ii]
-        layers = list(self._score_index["layer"])
-        heads = list(self._score_index["head"])
-        keep_l = ~np.all(np.isnan(vals), axis=1)
-        keep_h = ~np.all(np.isnan(vals), axis=0)
-        return ([la for la, k in zip(layers, keep_l) if k],
-                [h for h, k in zip(heads, keep_h) if k],
-                vals[np.ix_(keep_l, keep_h)])
-
-    def cell_score(
-        self, metric: str, model: str, variant: str, method: str, image_id: str,
-        layer: int, head: int, percentile: int | None = None,
-    ) -> float:
-        """One score value (NaN when the combination does not exist)."""
-        try:
-            layers, heads, vals = self.grid_scores(metric, model, variant, method, image_id,
-                                                   percentile)
-        except KeyError:
-            return float("nan")
-        if layer not in layers or head not in heads:
-            return float("nan")
-        return float(vals[layers.index(layer), heads.index(head)])
-
-    @functools.cached_property
-    def _box_positions(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """image_id → (positions along the scores' ``box`` dim, their ``box_index``).
-
-        The metrics module numbers boxes globally (``box`` = 0..n_boxes-1 over all images) and
-        names each with the coords ``box_image_id`` and ``box_index``; without those coords
-        the ``box`` dim is taken as the per-image ``box_index``.
-        """
-        sc = self.scores
-        if sc is None or "box" not in sc.dims:
-            return {}
-        if "box_image_id" in sc.coords and "box_index" in sc.coords:
-            ids = np.array([str(v) for v in sc["box_image_id"].values], dtype=object)
-            bidx = np.asarray(sc["box_index"].values, dtype=np.int64)
-            return {str(i): (np.flatnonzero(ids == i), bidx[ids == i])
-                    for i in np.unique(ids)}
-        n = sc.sizes["box"]
-        return {iid: (np.arange(n), np.arange(n)) for iid in self._score_index["image_id"]}
-
-    def box_scores(
-        self, model: str, variant: str, method: str, image_id: str, layer: int, head: int,
-        percentile: int | None = None,
-    ) -> pd.DataFrame:
-        """Per-box scores of one map: index ``box_index`` (the image's boxes), one column per
-        box metric (NaN where missing)."""
-        n = len(self.boxes(image_id))
-        df = pd.DataFrame(index=pd.RangeIndex(n, name="box_index"))
-        if self.scores is None:
-            return df
-        idx = self._score_index
-        li, hi = idx["layer"].get(layer), idx["head"].get(head)
-        pos = self._box_positions.get(image_id)
-        if li is None or hi is None or pos is None:
-            return df
-        positions, box_index = pos
-        keep = box_index < n
-        for metric in self.box_metrics:
-            try:
-                block = self.score_block(metric, model, variant, method, percentile)
-            except KeyError:
-                continue
-            vals = np.full(n, np.nan)
-            if block.ndim == 4:  # (layer, head, image_id, box): a per-image box dim
-                ii = idx["image_id"].get(image_id)
-                row = block[li, hi, ii] if ii is not None else np.full(0, np.nan)
-                vals[: min(n, row.size)] = row[:n]
-            else:  # (layer, head, box): the metrics module's global box dim
-                vals[box_index[keep]] = block[li, hi, positions[keep]]
-            df[metric] = vals
-        return df
-
-    def _model_layer_table(
-        self, metric: str, variant: str, percentile: int | None
-    ) -> tuple[xr.DataArray, bool]:
-        """``(model, method, layer, image_id)`` at head −1 (or the mean over heads)."""
-        key = ("mli", metric, variant, percentile)
-        cached = self._summary_cache.get(key)
-        if cached is not None:
-            return cached
-        da = self._score_sel(metric, percentile, variant=variant)
-        heads = [int(h) for h in self.scores["head"].values]
-        if -1 in heads:
-            out, fused = da.sel(head=-1), True
-        else:
-            out, fused = da.mean("head", skipna=True), False
-        out = out.transpose("model", "method", "layer", "image_id").load()
-        self._summary_cache[key] = (out, fused)
-        return out, fused
-
-    @functools.cached_property
-    def _summary_cache(self) -> dict:
-        return {}
-
-    def score_models(self) -> list[str]:
-        """Models in the scores that are not baselines."""
-        if self.scores is None:
-            return []
-        return [str(m) for m in self.scores["model"].values
-                if not str(m).startswith(BASELINE_PREFIX)]
-
-    def layer_summary(
-        self, metric: str, method: str, variant: str = "frozen", percentile: int | None = None,
-    ) -> pd.DataFrame:
-        """Per model and layer: mean over images and a 95 % percentile-bootstrap CI.
-
-        Each model uses ``method`` when it has scores for it, else its primary method (labelled
-        ``model (method)``). Head: ``-1`` (the head-mean map). Rows ``model, method, label,
-        layer, mean, lo, hi, n`` (``n`` images with a finite score); NaN-only layers dropped.
-        """
-        key = ("summary", metric, method, variant, percentile)
-        if key in self._summary_cache:
-            return self._summary_cache[key]
-        rows = []
-        if self.scores is not None and metric in self.metrics:
-            table, _ = self._model_layer_table(metric, variant, percentile)
-            methods = [str(m) for m in table["method"].values]
-            layers = [int(v) for v in table["layer"].values]
-            for model in self.score_models():
-                if model not in table.indexes["model"]:
-                    continue
-                vals = table.sel(model=model).values  # (method, layer, image)
-                have = [m for m, v in zip(methods, vals) if np.isfinite(v).any()]
-                if not have:
-                    continue
-                use = method if method in have else next(
-                    (m for m in _PRIMARY_ORDER if m in have), have[0])
-                label = model if use == method else f"{model} ({use})"
-                mv = vals[methods.index(use)]
-                for li, layer in enumerate(layers):
-                    if not np.isfinite(mv[li]).any():
-                        continue
-                    mean, lo, hi = _bootstrap_ci(mv[li], seed=li)
-                    rows.append((model, use, label, layer, mean, lo, hi,
-                                 int(np.isfinite(mv[li]).sum())))
-        df = pd.DataFrame(rows, columns=["model", "method", "label", "layer", "mean", "lo",
-                                         "hi", "n"])
-        self._summary_cache[key] = df
-        return df
-
-    def baselines(self, metric: str, percentile: int | None = None) -> dict[str, float]:
-        """Mean over images of each baseline pseudo-model (``baseline:*``) for a metric."""
-        if self.scores is None or metric not in self.metrics:
-            return {}
-        out = {}
-        table, _ = self._model_layer_table(metric, "frozen", percentile) \
-            if "frozen" in self.scores.indexes["variant"] else (None, None)
-        if table is None:
-            return {}
-        for m in table["model"].values:
-            if str(m).startswith(BASELINE_PREFIX):
-                vals = table.sel(model=m).values
-                finite = vals[np.isfinite(vals)]
-                if finite.size:
-                    out[str(m)[len(BASELINE_PREFIX):]] = float(finite.mean())
-        return out
-
-    def leaderboard(
-        self, method: str, variant: str = "frozen", percentile: int | None = None,
-        metrics: Sequence[str] | None = None,
-    ) -> pd.DataFrame:
-        """Models × metrics at each model's best layer (by the mean; direction-aware), with
-        95 % bootstrap CIs over images, plus baseline rows.
-
-        Columns: ``model, method`` then per metric ``<m>``, ``<m> lo``, ``<m> hi``,
-        ``<m> layer``. The best layer is picked on the same images it is reported on, so the
-        value is optimistic; compare models, not against a held-out number.
-        """
-        metrics = list(metrics) if metrics is not None else self.metrics
-        recs: dict[str, dict[str, Any]] = {}
-        for metric in metrics:
-            label = self.metric_label(metric, percentile)
-            lower = self.metric_attrs(metric)["direction"] == "lower"
-            summ = self.layer_summary(metric, method, variant, percentile)
-            for model, df in summ.groupby("model", sort=False):
-                best = df.loc[df["mean"].idxmin() if lower else df["mean"].idxmax()]
-                rec = recs.setdefault(str(model), {"model": str(model),
-                                                   "method": str(best["method"])})
-                rec[label] = best["mean"]
-                rec[f"{label} lo"] = best["lo"]
-                rec[f"{label} hi"] = best["hi"]
-                rec[f"{label} layer"] = int(best["layer"])
-            if self.scores is not None and "frozen" in self.scores.indexes["variant"]:
-                table, _ = self._model_layer_table(metric, "frozen", percentile)
-                for m in table["model"].values:
-                    if not str(m).startswith(BASELINE_PREFIX):
-                        continue
-                    mean, lo, hi = _bootstrap_ci(np.nanmean(table.sel(model=m).values,
-                                                            axis=(0, 1)))
-                    if not np.isfinite(mean):
-                        continue
-                    rec = recs.setdefault(str(m), {"model": str(m), "method": "baseline"})
-                    rec[label], rec[f"{label} lo"], rec[f"{label} hi"] = mean, lo, hi
-        df = pd.DataFrame(list(recs.values()))
-        for c in [c for c in df.columns if c.endswith(" layer")]:
-            df[c] = df[c].astype("Int64")  # whole layers; <NA> for baselines
-        return df

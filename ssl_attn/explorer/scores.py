@@ -1,0 +1,417 @@
+"""Score lookups of the explorer (the ``X.scores.zarr`` Dataset, docs/SCHEMA.md "Scores").
+
+:class:`ScoresMixin` holds every score method of :class:`~ssl_attn.explorer.data.ExplorerData`
+(split out to keep modules small): one metric's ``(layer, head, image_id[, box])`` block per
+model/variant/method is read once and cached, so image, layer and head changes are numpy
+indexing; per-layer summaries and the leaderboard are cached per key.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ssl_attn.explorer.rawread import direct_array, open_root, read
+
+__all__ = ["BASELINE_PREFIX", "PRIMARY_ORDER", "ScoresMixin"]
+
+#: The method each model falls back to in all-model views when it lacks the chosen one.
+PRIMARY_ORDER = ("cls", "probe", "mean_received", "rollout", "gradcam")
+BASELINE_PREFIX = "baseline:"
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _open_scores(path: Path) -> xr.Dataset:
+    import zarr
+
+    store = zarr.storage.LocalStore(str(path), read_only=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)  # consolidated-v3 notice
+        return xr.open_dataset(store, engine="zarr", chunks=None)
+
+
+@functools.lru_cache(maxsize=32)
+def _bootstrap_indices(seed: int, n: int, n_boot: int) -> np.ndarray:
+    """The resampling indices ``(n_boot, n)`` of :func:`_bootstrap_ci` for one seed, drawn once:
+    every model's curve at a layer resamples with the same seed, so the draws are shared."""
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    idx.setflags(write=False)
+    return idx
+
+
+def _bootstrap_ci(
+    values: np.ndarray, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean and percentile-bootstrap CI of the finite entries of a 1-D array.
+
+    Hand-written (a few lines of numpy) because it runs once per curve point in a hot path and
+    needs NaN-dropping and a fixed seed; returns ``(nan, nan, nan)`` for no finite values.
+    """
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return (np.nan, np.nan, np.nan)
+    if v.size == 1:
+        return (float(v[0]), float(v[0]), float(v[0]))
+    means = v[_bootstrap_indices(seed, v.size, n_boot)].mean(axis=1)
+    a = (1.0 - level) / 2.0
+    lo, hi = np.quantile(means, [a, 1.0 - a])
+    return (float(v.mean()), float(lo), float(hi))
+
+
+@dataclass(frozen=True)
+class LayerTable:
+    """One metric at head −1 (``fused``) or averaged over heads: ``values`` float64
+    ``(model, method, layer, image_id)`` with those coordinate values."""
+
+    values: np.ndarray
+    models: list[str]
+    methods: list[str]
+    layers: list[int]
+    fused: bool
+
+    def of(self, model: str) -> np.ndarray:
+        """``(method, layer, image_id)`` of one model."""
+        return self.values[self.models.index(model)]
+
+
+class ScoresMixin:
+    """Score methods of :class:`~ssl_attn.explorer.data.ExplorerData`.
+
+    Needs ``self.scores`` (``xarray.Dataset`` or None), ``self.scores_path``, ``self._table``
+    (an ``lru_cache`` of :meth:`_read_block`) and ``self.boxes(image_id)``.
+    """
+
+    scores: xr.Dataset | None
+    scores_path: Path
+
+    # ------------------------------------------------------------------ scores
+    @functools.cached_property
+    def metrics(self) -> list[str]:
+        """Score variables without a ``box`` dim (one value per map)."""
+        if self.scores is None:
+            return []
+        full = {"model", "variant", "method", "layer", "head", "image_id"}
+        return [k for k, v in self.scores.data_vars.items()
+                if full <= set(v.dims) and "box" not in v.dims]
+
+    @functools.cached_property
+    def box_metrics(self) -> list[str]:
+        """Per-box score variables (with a ``box`` dim)."""
+        if self.scores is None:
+            return []
+        base = {"model", "variant", "method", "layer", "head", "box"}
+        return [k for k, v in self.scores.data_vars.items() if base <= set(v.dims)]
+
+    @functools.cached_property
+    def percentiles(self) -> list[int]:
+        """Values of the scores' ``percentile`` coord (empty without one)."""
+        if self.scores is None or "percentile" not in self.scores.coords:
+            return []
+        return [round(float(p)) for p in self.scores["percentile"].values]
+
+    def metric_attrs(self, metric: str) -> dict[str, Any]:
+        """``direction``, ``range``, ``long_name`` of a score variable (decoded)."""
+        attrs = {k: _decode(v) for k, v in self.scores[metric].attrs.items()}
+        attrs.setdefault("direction", "higher")
+        attrs.setdefault("long_name", metric)
+        return attrs
+
+    def metric_label(self, metric: str, percentile: int | None) -> str:
+        """``iou@90`` for percentile metrics, else the name."""
+        if self.scores is not None and "percentile" in self.scores[metric].dims:
+            return f"{metric}@{percentile}"
+        return metric
+
+    @functools.cached_property
+    def _scores_root(self):
+        return open_root(self.scores_path)
+
+    def _read_scores(self, metric: str, percentile: int | None, dims_out: Sequence[str],
+                     **sel: Any) -> np.ndarray:
+        """``metric`` at the coordinate values ``sel`` (and ``percentile``, or the last one
+        when absent) as a numpy array with dims ``dims_out`` (:func:`rawread.read`)."""
+        var = self.scores.variables[metric]
+        pos: dict[str, int] = {d: self._score_index[d][v] for d, v in sel.items()
+                               if d in var.dims}
+        if "percentile" in var.dims:
+            p = percentile if percentile in self.percentiles else self.percentiles[-1]
+            pos["percentile"] = self.percentiles.index(p)
+        arr = direct_array(self._scores_root, None, metric, var)
+        return read(var, arr, pos, [d for d in dims_out if d in var.dims])
+
+    def _read_block(self, metric: str, model: str, variant: str, method: str,
+                    percentile: int | None) -> np.ndarray:
+        out = self._read_scores(metric, percentile, ("layer", "head", "image_id", "box"),
+                                model=model, variant=variant, method=method)
+        out = np.asarray(out, dtype=np.float64)
+        out.setflags(write=False)
+        return out
+
+    def score_block(self, metric: str, model: str, variant: str, method: str,
+                    percentile: int | None = None) -> np.ndarray:
+        """All scores of one model/variant/method: ``(layer, head, image_id[, box])`` float64,
+        read once and cached (image, layer and head changes are then numpy indexing)."""
+        if self.scores is None or metric not in self.scores.data_vars:
+            raise KeyError(f"{self.scores_path}: no score variable {metric!r}")
+        for dim, val in (("model", model), ("variant", variant), ("method", method)):
+            if val not in self._score_index[dim]:
+                raise KeyError(f"{self.scores_path}: no {dim} {val!r} in the scores")
+        return self._table(metric, model, variant, method, percentile)
+
+    @functools.cached_property
+    def _score_index(self) -> dict[str, dict]:
+        """Coordinate value → position, per scores dim (plain dicts: fast lookups)."""
+        return {d: {(str(v) if isinstance(v, str) else int(v)): i
+                    for i, v in enumerate(self.scores[d].values)}
+                for d in ("model", "variant", "method", "layer", "head", "image_id")}
+
+    def grid_scores(
+        self, metric: str, model: str, variant: str, method: str, image_id: str,
+        percentile: int | None = None,
+    ) -> tuple[list[int], list[int], np.ndarray]:
+        """One image's metric over layers × heads: ``(layers, heads, values[L, H])``.
+
+        ``heads`` starts with ``-1`` (the head-mean map) when the scores hold it; rows/columns
+        that are NaN for the whole model/method are dropped (other models' layers/heads).
+        """
+        if self.scores is None or metric not in self.metrics:
+            raise KeyError(f"{self.scores_path}: no score variable {metric!r} "
+                           f"(has {self.metrics})")
+        block = self.score_block(metric, model, variant, method, percentile)
+        ii = self._score_index["image_id"].get(image_id)
+        if ii is None:
+            raise KeyError(f"{self.scores_path}: no image_id {image_id!r} in the scores")
+        vals = block[:, :, ii]
+        layers = list(self._score_index["layer"])
+        heads = list(self._score_index["head"])
+        keep_l = ~np.all(np.isnan(vals), axis=1)
+        keep_h = ~np.all(np.isnan(vals), axis=0)
+        return ([la for la, k in zip(layers, keep_l) if k],
+                [h for h, k in zip(heads, keep_h) if k],
+                vals[np.ix_(keep_l, keep_h)])
+
+    def cell_score(
+        self, metric: str, model: str, variant: str, method: str, image_id: str,
+        layer: int, head: int, percentile: int | None = None,
+    ) -> float:
+        """One score value (NaN when the combination does not exist)."""
+        try:
+            layers, heads, vals = self.grid_scores(metric, model, variant, method, image_id,
+                                                   percentile)
+        except KeyError:
+            return float("nan")
+        if layer not in layers or head not in heads:
+            return float("nan")
+        return float(vals[layers.index(layer), heads.index(head)])
+
+    @functools.cached_property
+    def _box_positions(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """image_id → (positions along the scores' ``box`` dim, their ``box_index``).
+
+        The metrics module numbers boxes globally (``box`` = 0..n_boxes-1 over all images) and
+        names each with the coords ``box_image_id`` and ``box_index``; without those coords
+        the ``box`` dim is taken as the per-image ``box_index``.
+        """
+        sc = self.scores
+        if sc is None or "box" not in sc.dims:
+            return {}
+        if "box_image_id" in sc.coords and "box_index" in sc.coords:
+            codes, ids = pd.factorize(np.asarray(sc["box_image_id"].values, dtype=object))
+            bidx = np.asarray(sc["box_index"].values, dtype=np.int64)
+            # One stable sort groups the positions by image (in box-dim order within each).
+            order = np.argsort(codes, kind="stable")
+            groups = np.split(order, np.cumsum(np.bincount(codes, minlength=len(ids)))[:-1])
+            return {str(i): (g, bidx[g]) for i, g in zip(ids, groups)}
+        n = sc.sizes["box"]
+        return {iid: (np.arange(n), np.arange(n)) for iid in self._score_index["image_id"]}
+
+    def box_scores(
+        self, model: str, variant: str, method: str, image_id: str, layer: int, head: int,
+        percentile: int | None = None,
+    ) -> pd.DataFrame:
+        """Per-box scores of one map: index ``box_index`` (the image's boxes), one column per
+        box metric (NaN where missing)."""
+        arrays = self.box_score_arrays(model, variant, method, image_id, layer, head,
+                                       percentile)
+        n = len(self.boxes(image_id))
+        return pd.DataFrame(arrays, index=pd.RangeIndex(n, name="box_index"))
+
+    def box_score_arrays(
+        self, model: str, variant: str, method: str, image_id: str, layer: int, head: int,
+        percentile: int | None = None,
+    ) -> dict[str, np.ndarray]:
+        """:meth:`box_scores` as plain arrays: box metric → float64 ``(n_boxes,)`` indexed by
+        ``box_index`` (NaN where missing; metrics without scores for the map are left out)."""
+        n = len(self.boxes(image_id))
+        out: dict[str, np.ndarray] = {}
+        if self.scores is None:
+            return out
+        idx = self._score_index
+        li, hi = idx["layer"].get(layer), idx["head"].get(head)
+        pos = self._box_positions.get(image_id)
+        if li is None or hi is None or pos is None:
+            return out
+        positions, box_index = pos
+        keep = box_index < n
+        for metric in self.box_metrics:
+            try:
+                block = self.score_block(metric, model, variant, method, percentile)
+            except KeyError:
+                continue
+            vals = np.full(n, np.nan)
+            if block.ndim == 4:  # (layer, head, image_id, box): a per-image box dim
+                ii = idx["image_id"].get(image_id)
+                row = block[li, hi, ii] if ii is not None else np.full(0, np.nan)
+                vals[: min(n, row.size)] = row[:n]
+            else:  # (layer, head, box): the metrics module's global box dim
+                vals[box_index[keep]] = block[li, hi, positions[keep]]
+            out[metric] = vals
+        return out
+
+    def _model_layer_table(self, metric: str, variant: str, percentile: int | None) -> LayerTable:
+        """``(model, method, layer, image_id)`` at head −1 (or the mean over heads)."""
+        key = ("mli", metric, variant, percentile)
+        cached = self._summary_cache.get(key)
+        if cached is not None:
+            return cached
+        dims = ("model", "method", "layer", "image_id")
+        if -1 in self._score_index["head"]:
+            values = self._read_scores(metric, percentile, dims, variant=variant, head=-1)
+            fused = True
+        else:
+            values = self._read_scores(metric, percentile, ("head", *dims), variant=variant)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells stay NaN
+                values = np.nanmean(values, axis=0)
+            fused = False
+        idx = self._score_index
+        out = LayerTable(np.asarray(values, dtype=np.float64), list(idx["model"]),
+                         list(idx["method"]), list(idx["layer"]), fused)
+        self._summary_cache[key] = out
+        return out
+
+    @functools.cached_property
+    def _summary_cache(self) -> dict:
+        return {}
+
+    def score_models(self) -> list[str]:
+        """Models in the scores that are not baselines."""
+        if self.scores is None:
+            return []
+        return [str(m) for m in self.scores["model"].values
+                if not str(m).startswith(BASELINE_PREFIX)]
+
+    def layer_summary(
+        self, metric: str, method: str, variant: str = "frozen", percentile: int | None = None,
+    ) -> pd.DataFrame:
+        """Per model and layer: mean over images and a 95 % percentile-bootstrap CI.
+
+        Each model uses ``method`` when it has scores for it, else its primary method (labelled
+        ``model (method)``). Head: ``-1`` (the head-mean map). Rows ``model, method, label,
+        layer, mean, lo, hi, n`` (``n`` images with a finite score); NaN-only layers dropped.
+        """
+        key = ("summary", metric, method, variant, percentile)
+        if key in self._summary_cache:
+            return self._summary_cache[key]
+        rows = []
+        if self.scores is not None and metric in self.metrics:
+            table = self._model_layer_table(metric, variant, percentile)
+            methods, layers = table.methods, table.layers
+            for model in self.score_models():
+                if model not in table.models:
+                    continue
+                vals = table.of(model)  # (method, layer, image)
+                have = [m for m, v in zip(methods, vals) if np.isfinite(v).any()]
+                if not have:
+                    continue
+                use = method if method in have else next(
+                    (m for m in PRIMARY_ORDER if m in have), have[0])
+                label = model if use == method else f"{model} ({use})"
+                rkey = ("rows", metric, variant, percentile, model, use)
+                if rkey not in self._summary_cache:  # shared by every method falling back here
+                    mv = vals[methods.index(use)]
+                    self._summary_cache[rkey] = [
+                        (layer, *_bootstrap_ci(mv[li], seed=li), int(np.isfinite(mv[li]).sum()))
+                        for li, layer in enumerate(layers) if np.isfinite(mv[li]).any()]
+                rows.extend((model, use, label, *r) for r in self._summary_cache[rkey])
+        df = pd.DataFrame(rows, columns=["model", "method", "label", "layer", "mean", "lo",
+                                         "hi", "n"])
+        self._summary_cache[key] = df
+        return df
+
+    def baselines(self, metric: str, percentile: int | None = None) -> dict[str, float]:
+        """Mean over images of each baseline pseudo-model (``baseline:*``) for a metric."""
+        if self.scores is None or metric not in self.metrics:
+            return {}
+        out = {}
+        if "frozen" not in self._score_index["variant"]:
+            return {}
+        table = self._model_layer_table(metric, "frozen", percentile)
+        for m in table.models:
+            if str(m).startswith(BASELINE_PREFIX):
+                vals = table.of(m)
+                finite = vals[np.isfinite(vals)]
+                if finite.size:
+                    out[str(m)[len(BASELINE_PREFIX):]] = float(finite.mean())
+        return out
+
+    def leaderboard(
+        self, method: str, variant: str = "frozen", percentile: int | None = None,
+        metrics: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
+        """Models × metrics at each model's best layer (by the mean; direction-aware), with
+        95 % bootstrap CIs over images, plus baseline rows.
+
+        Columns: ``model, method`` then per metric ``<m>``, ``<m> lo``, ``<m> hi``,
+        ``<m> layer``. The best layer is picked on the same images it is reported on, so the
+        value is optimistic; compare models, not against a held-out number.
+        """
+        metrics = list(metrics) if metrics is not None else self.metrics
+        recs: dict[str, dict[str, Any]] = {}
+        for metric in metrics:
+            label = self.metric_label(metric, percentile)
+            lower = self.metric_attrs(metric)["direction"] == "lower"
+            summ = self.layer_summary(metric, method, variant, percentile)
+            for model, df in summ.groupby("model", sort=False):
+                best = df.loc[df["mean"].idxmin() if lower else df["mean"].idxmax()]
+                rec = recs.setdefault(str(model), {"model": str(model),
+                                                   "method": str(best["method"])})
+                rec[label] = best["mean"]
+                rec[f"{label} lo"] = best["lo"]
+                rec[f"{label} hi"] = best["hi"]
+                rec[f"{label} layer"] = int(best["layer"])
+            if self.scores is not None and "frozen" in self._score_index["variant"]:
+                table = self._model_layer_table(metric, "frozen", percentile)
+                for m in table.models:
+                    if not str(m).startswith(BASELINE_PREFIX):
+                        continue
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN images
+                        per_image = np.nanmean(table.of(m), axis=(0, 1))
+                    mean, lo, hi = _bootstrap_ci(per_image)
+                    if not np.isfinite(mean):
+                        continue
+                    rec = recs.setdefault(str(m), {"model": str(m), "method": "baseline"})
+                    rec[label], rec[f"{label} lo"], rec[f"{label} hi"] = mean, lo, hi
+        df = pd.DataFrame(list(recs.values()))
+        for c in [c for c in df.columns if c.endswith(" layer")]:
+            df[c] = df[c].astype("Int64")  # whole layers; <NA> for baselines
+        return df
