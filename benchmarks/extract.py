@@ -169,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     from ssl_attn.models.testing import save_random_model
 
     keys = args.models or list(list_models())
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         tmp = Path(tmp)
         data = tmp / "data"
