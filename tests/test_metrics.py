@@ -9,6 +9,7 @@ import pytest
 
 from ssl_attn.metrics import (
     METRICS,
+    PERCENTILES,
     area_precision,
     coverage,
     emd,
@@ -81,6 +82,102 @@ def test_iou_4x4_with_ties():
 
 def test_area_precision_uses_the_same_tie_rule():
     np.testing.assert_allclose(area_precision(TIES, FIRST_COLUMN), [0.25])
+
+
+def test_cut_inside_a_run_of_ties_follows_flat_index_not_mask():
+    # Five 1s at flat indices 0-4, zeros elsewhere; the mask is column 1 (pixels 1, 5, 9, 13).
+    # Sorting by value alone could put mask pixel 1 first among the tied 1s; the tie rule
+    # wants the lower flat index first, so:
+    a = np.zeros((4, 4), np.float32)
+    a.reshape(-1)[:5] = 1.0
+    col = np.zeros((4, 4), bool)
+    col[:, 1] = True
+    # k = round(16·5/100) = 1: top-1 = pixel 0, not in the mask -> IoU 0 / (1 + 4 - 0).
+    np.testing.assert_array_equal(iou(a, col, percentiles=(95, 75)), [[0.0, 1 / 7]])
+    # top-|m| = top-4 = pixels 0-3 -> one mask pixel (1).
+    np.testing.assert_array_equal(area_precision(a, col), [0.25])
+    # U: mask pixel 1 (value 1) beats the 8 non-mask zeros and ties the 4 non-mask 1s (+2);
+    # each mask zero ties the 8 non-mask zeros (+4): U = 10 + 3·4 = 22 of 4·12 pairs.
+    np.testing.assert_array_equal(roc_auc(a, col), [22 / 48])
+    tgt = make_target(np.array([[0.25, 0.0, 0.25, 1.0]]), frame=4)  # the same column
+    res = evaluate(a[None], tgt)
+    np.testing.assert_array_equal(res["box_iou"], [[1 / 7]])  # k = 4: pixels 0-3, 1 hit
+    np.testing.assert_array_equal(res["feature_iou"], [[1 / 7]])
+
+
+def _reference_ranks(maps: np.ndarray, target) -> dict[str, np.ndarray]:
+    """Brute force of the rank metrics (the definitions, not the fast kernels): a full
+    lexsort per map (value descending, flat index ascending) and scipy's mid-ranks."""
+    from scipy.stats import rankdata
+
+    flat = upsample(maps, target.frame).reshape(len(maps), -1) + np.float32(0.0)
+    npix = flat.shape[1]
+    union, area = target.union, int(target.union.sum())
+    out = {k: [] for k in ("iou", "area_precision", "roc_auc", "region_iou", "top")}
+    for v in flat:
+        order = np.lexsort((np.arange(npix), -v))
+        def hits(k, m, order=order):
+            return int(m[order[:k]].sum())
+        ks = [topk_size(npix, p) for p in PERCENTILES]
+        out["iou"].append([hits(k, union) / (k + area - hits(k, union)) for k in ks])
+        out["area_precision"].append(hits(area, union) / area)
+        r = rankdata(v)  # ascending, ties get their mean rank
+        u = r[union].sum() - area * (area + 1) / 2
+        out["roc_auc"].append(u / (area * (npix - area)))
+        out["region_iou"].append([hits(m.sum(), m) / (2 * m.sum() - hits(m.sum(), m))
+                                  for m in target.regions])
+        out["top"].append(order[0])
+    return {k: np.array(v) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("kind", ["levels", "signed", "smooth", "frame_noise"])
+def test_rank_kernels_equal_brute_force_on_maps_with_ties(kind):
+    """Regression for the sort-free-of-index kernels (one uint32 (value, mask-bit) sort):
+    IoU@p, precision, AUC and per-region IoU equal a brute-force lexsort bit for bit,
+    including mixed runs of ties cut by k, negative values and -0.0."""
+    rng = np.random.default_rng({"levels": 1, "signed": 2, "smooth": 3, "frame_noise": 4}[kind])
+    boxes = np.array([[0.05, 0.1, 0.4, 0.35], [0.5, 0.45, 0.3, 0.5], [0.3, 0.3, 0.3, 0.2],
+                      [0.8, 0.0, 0.2, 0.2]])
+    for frame, grid in ((16, 4), (32, 7), (56, 14)):
+        tgt = make_target(boxes, labels=[3, 1, 3, 2], frame=frame, image_size=(480, 640))
+        if kind == "levels":  # a few levels: long runs of ties crossing box edges
+            maps = rng.integers(0, 3, (6, grid, grid)).astype(np.float32)
+        elif kind == "signed":
+            maps = rng.integers(-2, 3, (6, grid, grid)).astype(np.float32)
+            maps[maps == 0] = -0.0
+        elif kind == "smooth":  # bilinear plateaus at the borders give the ties
+            maps = rng.random((6, grid, grid)).astype(np.float32)
+            maps[0] = 0.25  # constant map: one run of N ties
+        else:  # maps at frame size with coarse levels (like baselines)
+            maps = (rng.integers(0, 40, (6, frame, frame)) / 8).astype(np.float32)
+        res = evaluate(maps, tgt, batch_size=4)
+        ref = _reference_ranks(maps, tgt)
+        np.testing.assert_array_equal(res["iou"], ref["iou"])
+        np.testing.assert_array_equal(res["area_precision"], ref["area_precision"])
+        np.testing.assert_array_equal(res["roc_auc"], ref["roc_auc"])
+        np.testing.assert_array_equal(
+            np.concatenate([res["box_iou"], res["feature_iou"]], axis=1), ref["region_iou"])
+        np.testing.assert_array_equal(res["pointing"], tgt.union[ref["top"]].astype(float))
+
+
+def test_emd_reduced_problem_equals_full_ot_emd2():
+    """EMD solves W1 on the cells where map and target differ (Kantorovich–Rubinstein);
+    the optimum equals POT's ot.emd2 on the full 64x64 problem to solver rounding."""
+    ot = pytest.importorskip("ot")
+    from ssl_attn.metrics.resample import bin_matrix
+    from ssl_attn.metrics.wasserstein import ground_cost
+
+    rng = np.random.default_rng(7)
+    boxes = np.array([[0.1, 0.2, 0.3, 0.3], [0.6, 0.5, 0.3, 0.4]])
+    tgt = make_target(boxes, frame=32)
+    maps = np.concatenate([upsample(rng.random((20, 8, 8)) ** 4, 32),
+                           tgt.soft.reshape(1, 32, 32).astype(np.float32)])
+    got = evaluate(maps, tgt)["emd"]
+    up = maps.astype(np.float64)
+    coarse = (bin_matrix(32, 8) @ up @ bin_matrix(32, 8).T).reshape(len(maps), -1)
+    want = [ot.emd2(tgt.soft_coarse, h / h.sum(), ground_cost(8)) for h in coarse]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    assert got[-1] < 1e-3 < got[:-1].min()  # the target itself is (almost) at distance 0
 
 
 # ------------------------------------------------------------------ coverage
@@ -241,6 +338,19 @@ def test_evaluate_equals_single_metric_functions_and_is_batch_invariant():
             np.testing.assert_allclose(v, single, rtol=1e-12, atol=1e-15, err_msg=k)
         else:
             np.testing.assert_array_equal(v, single, err_msg=k)
+
+
+def test_profile_reports_wall_and_cpu_seconds_per_family():
+    from ssl_attn.metrics import profile
+
+    tgt = make_target(np.array([[0.0, 0.0, 0.5, 0.5]]), frame=16)
+    with profile() as t:
+        evaluate(np.random.default_rng(0).random((3, 4, 4)), tgt)
+    assert {"upsample", "rank", "iou+precision+auc", "regions", "kl", "emd"} <= set(t)
+    assert set(t.cpu) == set(t) and all(v >= 0 for v in [*t.values(), *t.cpu.values()])
+    before = (dict(t), dict(t.cpu))
+    evaluate(np.ones((1, 4, 4)), tgt)  # outside the block: nothing is recorded any more
+    assert (dict(t), dict(t.cpu)) == before
 
 
 def test_nan_maps_give_nan_everywhere():

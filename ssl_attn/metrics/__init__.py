@@ -3,6 +3,8 @@
 - :mod:`.core`: the metric functions on numpy arrays (``iou``, ``coverage``, ``pointing``,
   ``area_precision``, ``roc_auc``, ``soft_mse``, ``kl_divergence``, ``emd``) and
   :func:`evaluate` (all of them at once, sharing the upsample and sort).
+- :mod:`.ranking`: the one sort per map that the rank metrics share (:class:`Ranking`).
+- :mod:`.wasserstein`: exact W1 on a coarse grid (the EMD metric).
 - :mod:`.target`: :func:`make_target` (an image's boxes in the evaluation frame).
 - :mod:`.resample`: bilinear upsampling and block-sum matrices.
 - :mod:`.registry`: ``METRICS`` metadata (name, long_name, direction, range, needs).
@@ -20,6 +22,7 @@ from .core import (
     KL_EPS,
     PERCENTILES,
     EvalBatch,
+    Timings,
     area_precision,
     coverage,
     emd,
@@ -43,6 +46,7 @@ __all__ = [
     "EvalBatch",
     "Metric",
     "Target",
+    "Timings",
     "area_precision",
     "coverage",
     "default_scores_path",
