@@ -538,3 +538,16 @@ def test_default_page_imports_neither_holoviews_nor_dask_array(fix):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_random_weights_banner_recognises_every_random_init_label(fix):
+    from ssl_attn.explorer.app import is_random_init
+
+    # what load_model reports: built in memory, or saved by save_random_model (a marked folder)
+    assert is_random_init("random-init")
+    assert is_random_init("random-init:/data/weights/demo/dinov2")
+    assert not is_random_init("local:/data/weights/dinov2")
+    assert not is_random_init("pretrained:facebook/dinov2-with-registers-base@abc123")
+    ex = Explorer(fix.store)  # the fixture's groups say "random-init"
+    banner = [t for _, t in ex.messages() if "Random weights" in t]
+    assert len(banner) == 1 and all(m in banner[0] for m in ex.data.models)

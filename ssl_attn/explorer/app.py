@@ -23,6 +23,12 @@ TITLE = "ssl-attn explorer: where do vision transformers look?"
 ACCENT = "#0072B2"
 
 
+def is_random_init(weights: str) -> bool:
+    """True for a model group's ``weights`` attr that says random weights: ``"random-init"``
+    (built in memory) or ``"random-init:<path>"`` (saved by ``save_random_model``)."""
+    return weights == "random-init" or weights.startswith("random-init:")
+
+
 def store_from_request(
     default: str | os.PathLike, data_dir: str | os.PathLike, requested: str | None
 ) -> Path:
@@ -103,7 +109,7 @@ class Explorer(pn.viewable.Viewer):
                         "the generated WikiChurches-format demo set, not from WikiChurches; "
                         "the numbers say nothing about the real models."))
         weights = {m: str(d.model_attrs(m).get("weights", "")) for m in d.models}
-        rand = sorted(m for m, w in weights.items() if w == "random-init")
+        rand = sorted(m for m, w in weights.items() if is_random_init(w))
         if rand:
             out.append(("warning", f"**Random weights:** {', '.join(rand)} were run with "
                         "randomly initialised weights (no pretrained checkpoint was available); "
