@@ -14,7 +14,7 @@ inputs changed (the photo is not re-sent on a layer change; maps come from the c
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -171,7 +171,27 @@ class _View(pn.viewable.Viewer):
 _UNSET = object()
 
 
-class AttentionView(_View):
+class _FigureView(_View):
+    """A view drawn by one Bokeh figure: built on first use, then kept in sync in place."""
+
+    _figure: Any = None
+
+    def _build_figure(self) -> Any:
+        raise NotImplementedError
+
+    def refresh(self) -> None:
+        raise NotImplementedError
+
+    def figure(self) -> Any:
+        """The view's Bokeh figure (built once; kept in sync with the state from then on)."""
+        if self._figure is None:
+            self._figure = self._build_figure()
+            self.refresh()
+            self._follow(self.refresh)
+        return self._figure
+
+
+class AttentionView(_FigureView):
     """Photo + attention map + top-p % outline + expert boxes, in one y-down pixel frame.
 
     Tap a box to select it (its per-box metrics are listed); the tapped point also drives the
@@ -284,15 +304,9 @@ class AttentionView(_View):
                 * self.boxes_element() * self.selected_element())
 
     # ---------------------------------------------------------------- Bokeh figure
-    def figure(self) -> AttentionFigure:
-        """The view's Bokeh figure (built once; kept in sync with the state from then on)."""
-        if self._figure is None:
-            self._figure = AttentionFigure(
-                frame_width=self.frame_width, frame_height=self.frame_height,
-                box_columns=self.data.box_metrics, on_tap=self.tap_at)
-            self.refresh()
-            self._follow(self.refresh)
-        return self._figure
+    def _build_figure(self) -> AttentionFigure:
+        return AttentionFigure(frame_width=self.frame_width, frame_height=self.frame_height,
+                               box_columns=self.data.box_metrics, on_tap=self.tap_at)
 
     def _box_geometry(self, image_id: str) -> dict:
         """Frame coordinates, feature, ``box_index`` and colour of an image's boxes (plain
@@ -390,7 +404,7 @@ class AttentionView(_View):
         return pn.Row(self.plot_pane(), self.info_pane())
 
 
-class LayerHeadGrid(_View):
+class LayerHeadGrid(_FigureView):
     """Layer × head heatmap of the chosen metric for the current image; tap a cell to go there."""
 
     HEAT_PARAMS = ("image_id", "model", "variant", "method", "metric", "percentile")
@@ -440,13 +454,8 @@ class LayerHeadGrid(_View):
             upd["head"] = head
         s.param.update(**upd)
 
-    def figure(self) -> GridFigure:
-        """The view's Bokeh figure (built once; kept in sync with the state from then on)."""
-        if self._figure is None:
-            self._figure = GridFigure(on_tap=lambda head, layer: self.tap.event(x=head, y=layer))
-            self.refresh()
-            self._follow(self.refresh)
-        return self._figure
+    def _build_figure(self) -> GridFigure:
+        return GridFigure(on_tap=lambda head, layer: self.tap.event(x=head, y=layer))
 
     def refresh(self) -> None:
         """Re-send the cells when the grid's inputs changed; move the ring on layer/head."""
@@ -469,7 +478,7 @@ class LayerHeadGrid(_View):
         return pn.pane.Bokeh(self.figure().fig)
 
 
-class LayerCurves(_View):
+class LayerCurves(_FigureView):
     """Per-layer mean (95 % bootstrap CI band) for every model, baselines as dashed lines.
 
     Tap a point to select that model and layer. Each model uses the chosen method where it has
@@ -539,13 +548,8 @@ class LayerCurves(_View):
         if layer in self.state.param.layer.objects:
             self.state.layer = layer
 
-    def figure(self) -> CurvesFigure:
-        """The view's Bokeh figure (built once; kept in sync with the state from then on)."""
-        if self._figure is None:
-            self._figure = CurvesFigure(on_tap=lambda x, y: self.tap.event(x=x, y=y))
-            self.refresh()
-            self._follow(self.refresh)
-        return self._figure
+    def _build_figure(self) -> CurvesFigure:
+        return CurvesFigure(on_tap=lambda x, y: self.tap.event(x=x, y=y))
 
     def refresh(self) -> None:
         """Re-send the curves when metric/method/variant/p changed; move the ring otherwise."""
