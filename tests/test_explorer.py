@@ -506,7 +506,7 @@ def test_upsample_map_is_pixel_centre_bilinear():
 
 
 def test_raw_reads_match_xarray_and_fall_back_when_decoding(ex, fix):
-    from ssl_attn.explorer import rawread
+    from ssl_attn.store import fast as rawread
 
     d = ex.data
     var = d._group("cnn").variables["gradcam"]
@@ -522,7 +522,7 @@ def test_raw_reads_match_xarray_and_fall_back_when_decoding(ex, fix):
     packed = xr.Variable(("a", "b"), np.arange(6.0).reshape(2, 3),
                          encoding={"scale_factor": 0.5})
     assert rawread.direct_array(d._root, "cnn", "gradcam", packed) is None
-    np.testing.assert_array_equal(rawread.read(packed, None, {"a": 1}, ["b"]), [3.0, 4.0, 5.0])
+    np.testing.assert_array_equal(rawread.read_slice(packed, None, {"a": 1}, ["b"]), [3.0, 4.0, 5.0])
 
 
 @pytest.mark.slow

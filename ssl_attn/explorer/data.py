@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ssl_attn.explorer.rawread import direct_array, open_root, read
+from ssl_attn.store.fast import direct_array, open_root, read_slice
 from ssl_attn.explorer.scores import PRIMARY_ORDER, ScoresMixin, _decode, _open_scores
 
 __all__ = [
@@ -364,7 +364,7 @@ class ExplorerData(ScoresMixin):
                 raise KeyError(f"{self.store_path}/{model}: no {dim} {val!r} for {method!r}")
             pos[dim] = int(index.get_loc(val))
         dims = [d for d in ("layer", "head", "y", "x") if d in var.dims]
-        out = read(var, direct_array(self._root, model, method, var), pos, dims)
+        out = read_slice(var, direct_array(self._root, model, method, var), pos, dims)
         out = np.asarray(out, dtype=np.float32)
         out.setflags(write=False)  # cached and shared: make accidental in-place edits fail
         return out

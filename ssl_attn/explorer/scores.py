@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ssl_attn.explorer.rawread import direct_array, open_root, read
+from ssl_attn.store.fast import direct_array, open_root, read_slice
 
 __all__ = ["BASELINE_PREFIX", "PRIMARY_ORDER", "ScoresMixin"]
 
@@ -147,7 +147,7 @@ class ScoresMixin:
     def _read_scores(self, metric: str, percentile: int | None, dims_out: Sequence[str],
                      **sel: Any) -> np.ndarray:
         """``metric`` at the coordinate values ``sel`` (and ``percentile``, or the last one
-        when absent) as a numpy array with dims ``dims_out`` (:func:`rawread.read`)."""
+        when absent) as a numpy array with dims ``dims_out`` (:func:`ssl_attn.store.fast.read_slice`)."""
         var = self.scores.variables[metric]
         pos: dict[str, int] = {d: self._score_index[d][v] for d, v in sel.items()
                                if d in var.dims}
@@ -155,7 +155,7 @@ class ScoresMixin:
             p = percentile if percentile in self.percentiles else self.percentiles[-1]
             pos["percentile"] = self.percentiles.index(p)
         arr = direct_array(self._scores_root, None, metric, var)
-        return read(var, arr, pos, [d for d in dims_out if d in var.dims])
+        return read_slice(var, arr, pos, [d for d in dims_out if d in var.dims])
 
     def _read_block(self, metric: str, model: str, variant: str, method: str,
                     percentile: int | None) -> np.ndarray:

@@ -18,24 +18,29 @@ Unwritten chunks read as the Zarr fill value (NaN, or False for ``complete``), s
 pre-allocation writes no map chunk at all.
 
 Reading: :func:`open_store` opens the tree lazily and read-only; :func:`select_map` picks one
-``(y, x)`` map.
+``(y, x)`` map; :func:`open_scores` opens the scores next to a store (:func:`scores_path`).
+:mod:`.fast` reads many small slices without xarray's per-call overhead (``open_root``,
+``direct_array``, ``read``). :func:`head_mean` is the one head-mean rule; :data:`MAP_METHODS`
+the one list of map variables.
 
-Submodules: ``schema`` (names, dims, dtypes), ``attrs`` (JSON attrs, provenance), ``layout``
-(lock, root attrs, pre-allocation), ``write`` (region writes, completion), ``read`` (opening,
-selection). Import from :mod:`ssl_attn.store` itself.
+Submodules: ``schema`` (names, dims, dtypes, map methods), ``attrs`` (JSON attrs,
+provenance), ``layout`` (lock, root attrs, pre-allocation), ``write`` (region writes,
+completion), ``read`` (opening, selection), ``fast`` (raw Zarr slices), ``maps`` (head-mean
+rule, scores path). Import from :mod:`ssl_attn.store` itself.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from .attrs import decode_attr, encode_attrs, provenance
+from .attrs import decode_attr, decode_attrs, encode_attrs, provenance
+from .fast import direct_array, open_root, read_slice
 from .layout import add_skipped, init_model_group, init_store, store_lock
-from .read import model_groups, open_store, select_map
+from .maps import head_mean, scores_path
+from .read import model_groups, open_scores, open_store, select_map
 from .schema import (
     COMPLETE,
     IMAGE_COORDS,
     IMAGE_DIM,
+    MAP_METHODS,
     VARIABLE_DIMS,
     VARIABLE_DTYPES,
     VARIANT_DIM,
@@ -47,6 +52,7 @@ __all__ = [
     "COMPLETE",
     "IMAGE_COORDS",
     "IMAGE_DIM",
+    "MAP_METHODS",
     "VARIABLE_DIMS",
     "VARIABLE_DTYPES",
     "VARIANT_DIM",
@@ -54,23 +60,21 @@ __all__ = [
     "add_skipped",
     "completed",
     "decode_attr",
+    "decode_attrs",
+    "direct_array",
     "encode_attrs",
+    "head_mean",
     "init_model_group",
     "init_store",
     "model_groups",
+    "open_root",
+    "open_scores",
     "open_store",
     "provenance",
+    "read_slice",
+    "scores_path",
     "select_map",
     "store_lock",
     "write_maps",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    # docs/SCHEMA.md lists extract() under ssl_attn.store; it lives in ssl_attn.extract (which
-    # imports this module), so resolve it lazily here instead of importing it at the top.
-    if name == "extract":
-        from ssl_attn.extract import extract
-
-        return extract
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -64,6 +64,11 @@ def decode_attr(value: Any) -> Any:
     return value
 
 
+def decode_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """Every value of an attrs mapping through :func:`decode_attr` (a new plain dict)."""
+    return {k: decode_attr(v) for k, v in attrs.items()}
+
+
 @functools.cache
 def _git_commit() -> str:
     """The commit of the source tree ssl_attn runs from, or "unknown" (installed, no git)."""

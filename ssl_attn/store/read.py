@@ -1,4 +1,8 @@
-"""Reading a store: lazy, read-only opening and one-map selection."""
+"""Reading a store: lazy, read-only opening of a store and its scores, and one-map selection.
+
+The fast, per-click path (raw Zarr reads positioned by xarray's coordinates) is
+:mod:`ssl_attn.store.fast`; both read the same schema.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import xarray as xr
 import zarr
 
 from .layout import _has_zarr_root
+from .maps import head_mean
 from .schema import COMPLETE, IMAGE_DIM, VARIANT_DIM
 
 
@@ -39,6 +44,24 @@ def open_store(path: str | os.PathLike, *, chunks: Any = None) -> xr.DataTree:
         return xr.open_datatree(store, engine="zarr", chunks=chunks, consolidated=None)
 
 
+def open_scores(path: str | os.PathLike, *, chunks: Any = None) -> xr.Dataset:
+    """Open a scores Dataset (``X.scores.zarr``, written by :func:`ssl_attn.metrics.score`)
+    lazily and read-only.
+
+    ``chunks``: ``None`` (default) reads through xarray's lazy indexing without dask; ``{}``
+    gives dask arrays on the stored chunks. Raises FileNotFoundError when ``path`` holds no
+    Zarr group.
+    """
+    path = Path(path)
+    if not _has_zarr_root(path):
+        raise FileNotFoundError(
+            f"{path}: no scores here (no zarr.json); run `ssl-attn score --store STORE`.")
+    store = zarr.storage.LocalStore(str(path), read_only=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)  # consolidated-v3 notice
+        return xr.open_dataset(store, engine="zarr", chunks=chunks, consolidated=None)
+
+
 def model_groups(tree: xr.DataTree) -> list[str]:
     """Names of the model groups in a store tree, sorted."""
     return sorted(tree.children)
@@ -63,8 +86,9 @@ def select_map(
         variant: default ``"frozen"``.
         layer: a ``layer`` coordinate value; ``None`` picks the last layer. For a variable
             without layers (``probe``) pass ``None`` or ``-1``.
-        head: a ``head`` coordinate value; ``-1`` or ``None`` is the head-mean (NaN-aware
-            over heads). For a variable without heads pass ``None`` or ``-1``.
+        head: a ``head`` coordinate value; ``-1`` or ``None`` is the head-mean
+            (:func:`~ssl_attn.store.head_mean`: NaN when any head is NaN). For a variable
+            without heads pass ``None`` or ``-1``.
         image_id: e.g. ``"Q2034923_wd0"``.
 
     Raises KeyError naming the missing model/method/variant/layer/head/image.
@@ -89,7 +113,7 @@ def select_map(
         raise KeyError(f"{model}/{method} has no layers; pass layer=None or -1.")
     if "head" in da.dims:
         if head is None or head == -1:
-            da = da.load().mean("head", skipna=True, keep_attrs=True)
+            da = head_mean(da.load())
         elif head not in da.indexes["head"]:
             raise KeyError(f"{model}/{method}: no head {head} (has {list(da['head'].values)}).")
         else:

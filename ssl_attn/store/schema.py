@@ -17,6 +17,10 @@ VARIABLE_DIMS: dict[str, tuple[str, ...]] = {
 }
 #: Stored dtype per variable; anything not listed is float32.
 VARIABLE_DTYPES: dict[str, str] = {"embedding": "float16"}
+#: Store variables that are attention maps, in the one order every consumer lists them (the
+#: scores' ``method`` dim, the dashboard's method menu). ``register_mass`` / ``cls_self`` are
+#: per-head scalars and ``embedding`` is features, so none of them is a map.
+MAP_METHODS: tuple[str, ...] = ("cls", "rollout", "mean_received", "probe", "gradcam")
 COMPLETE = "complete"
 IMAGE_COORDS = ("style", "width", "height")
 _KNOWN_DIMS = ("layer", "head", "y", "x", "channel")

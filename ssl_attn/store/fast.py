@@ -1,10 +1,11 @@
-"""Direct Zarr reads of store and score variables, positioned by xarray's own coordinates.
+"""Fast reads: direct Zarr reads of store and score variables, positioned by xarray's own
+coordinates.
 
-The explorer reads one cube or one score block per click. Through xarray each such read pays
-its indexing machinery (several ms) and, the first time any variable is indexed, an import of
-``dask.array`` (~0.5 s of cold start here) even though nothing is chunked with dask. The arrays
-are plain Zarr arrays under the opened tree, so :func:`read` indexes them with zarr itself
-after checking that xarray would decode nothing: a float array whose fill value is NaN (or
+The explorer (and anything else that reads many small slices) reads one cube or one score
+block per click. Through xarray each such read pays its indexing machinery (several ms) and,
+the first time any variable is indexed, an import of ``dask.array`` (~0.5 s of cold start
+here) even though nothing is chunked with dask. The arrays are plain Zarr arrays under the
+opened tree, so :func:`read_slice` indexes them with zarr itself after checking that xarray would decode nothing: a float array whose fill value is NaN (or
 unset) and no ``scale_factor`` / ``add_offset``. Anything else goes through xarray unchanged.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["direct_array", "open_root", "read"]
+__all__ = ["direct_array", "open_root", "read_slice"]
 
 
 def open_root(path: str | os.PathLike):
@@ -44,7 +45,7 @@ def direct_array(root, group: str | None, name: str, variable) -> Any | None:
     return arr
 
 
-def read(variable, array, positions: Mapping[str, int | slice],
+def read_slice(variable, array, positions: Mapping[str, int | slice],
          dims_out: Sequence[str]) -> np.ndarray:
     """``variable`` at integer ``positions`` (dim → index or slice; other dims whole), as a
     numpy array with dims ``dims_out`` (the remaining dims, in that order).
