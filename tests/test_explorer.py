@@ -106,6 +106,57 @@ def test_head_minus_one_is_the_mean_over_heads(ex):
     assert got.sum() == pytest.approx(1.0, rel=1e-6)
 
 
+def test_maps_and_embeddings_are_the_stores(ex, fix):
+    """ExplorerData reads through the store's API: every map the views can ask for equals
+    ``ssl_attn.store.select_map`` bit for bit (head-mean included), cubes and embeddings equal
+    the stored slices, and attrs / method list / scores path are the store's."""
+    import ssl_attn.explorer as explorer
+    from ssl_attn import store as st
+
+    d = ex.data
+    tree = st.open_store(fix.store)
+    assert explorer.MAP_METHODS is st.MAP_METHODS
+    assert d.scores_path == st.scores_path(fix.store) == fix.scores
+    assert d.root_attrs == st.decode_attrs(tree.attrs)
+    assert d.model_attrs("vit")["grid"] == [4, 6]  # JSON attrs decoded
+    n = 0
+    for model in d.models:
+        for method in d.methods(model):
+            layers, heads = d.layers(model, method), d.heads(model, method)
+            for variant in d.variants(model):
+                for image_id in d.image_ids:
+                    cube = d.cube(model, variant, method, image_id)
+                    assert not cube.flags.writeable
+                    for layer in layers or [None]:
+                        for head in [*heads, -1] if heads else [-1]:
+                            got = d.attention_map(model, variant, method, image_id, layer, head)
+                            want = st.select_map(tree, model, method, variant=variant,
+                                                 layer=layer, head=head, image_id=image_id)
+                            np.testing.assert_array_equal(got, want.values, strict=True)
+                            n += 1
+    assert n > 100
+    # methods without layers / heads ignore them, as the views pass the state's values
+    np.testing.assert_array_equal(d.attention_map("sig", "frozen", "probe", "Q100_wd0", 3, 1),
+                                  d.attention_map("sig", "frozen", "probe", "Q100_wd0", None, 1))
+    np.testing.assert_array_equal(
+        d.attention_map("vit", "frozen", "rollout", "Q100_wd0", 2, 1),
+        st.select_map(tree, "vit", "rollout", layer=2, image_id="Q100_wd0").values)
+    emb = d.embedding("vit", "full", "Q200_wd0")
+    assert emb.dtype == np.float32 and emb.shape == (4, 6, 8)
+    np.testing.assert_array_equal(emb, _store_slice(fix, "vit", "embedding", variant="full",
+                                                    image_id="Q200_wd0"))
+    assert d.embedding("sig", "frozen", "Q200_wd0") is None
+    for bad, match in ((("vit", "frozen", "cls", "Q100_wd0", 9, 0), "vit/cls: no layer 9"),
+                       (("vit", "frozen", "cls", "Q100_wd0", 0, 9), "vit/cls: no head 9"),
+                       (("vit", "frozen", "cls", "Q100_wd0", None, 0), "no layer None"),
+                       (("vit", "lora", "cls", "Q100_wd0", 0, 0), "no variant 'lora'"),
+                       (("vit", "frozen", "cls", "Q999_wd0", 0, 0), "no image_id 'Q999_wd0'"),
+                       (("vit", "frozen", "probe", "Q100_wd0", 0, 0), "no method 'probe'"),
+                       (("mae", "frozen", "cls", "Q100_wd0", 0, 0), "no model group 'mae'")):
+        with pytest.raises(KeyError, match=match):
+            d.attention_map(*bad)
+
+
 def test_boxes_are_transformed_into_the_frame(ex):
     ex.state.image_id = "Q200_wd0"  # 40 x 60 px
     t = ex.attention.box_table()
@@ -522,7 +573,8 @@ def test_raw_reads_match_xarray_and_fall_back_when_decoding(ex, fix):
     packed = xr.Variable(("a", "b"), np.arange(6.0).reshape(2, 3),
                          encoding={"scale_factor": 0.5})
     assert rawread.direct_array(d._root, "cnn", "gradcam", packed) is None
-    np.testing.assert_array_equal(rawread.read_slice(packed, None, {"a": 1}, ["b"]), [3.0, 4.0, 5.0])
+    np.testing.assert_array_equal(rawread.read_slice(packed, None, {"a": 1}, ["b"]),
+                                  [3.0, 4.0, 5.0])
 
 
 @pytest.mark.slow

@@ -318,3 +318,108 @@ def test_import_is_light():
     code = "import sys, ssl_attn.store; print(sorted({'torch', 'dask'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------------------ fast read API
+def _builder():
+    try:  # tests/ as a plain folder: pytest puts it on sys.path
+        import _store_builder
+    except ModuleNotFoundError:  # tests/ as a package
+        from tests import _store_builder
+    return _store_builder
+
+
+def _selections(ds, method):
+    """Every (layer, head) a caller may ask for: each coordinate, plus None / -1 defaults."""
+    var = ds[method]
+    layers = [int(v) for v in var["layer"].values] + [None] if "layer" in var.dims else [None, -1]
+    heads = [int(v) for v in var["head"].values] + [-1, None] if "head" in var.dims else [None, -1]
+    return [(la, h) for la in layers for h in heads]
+
+
+def _assert_fast_equals_select_map(path):
+    tree = st.open_store(path)
+    root = st.open_root(path)
+    n = 0
+    for model in st.model_groups(tree):
+        ds = tree[model].dataset
+        for method in [m for m in st.MAP_METHODS if m in ds.data_vars]:
+            for variant in [str(v) for v in ds["variant"].values]:
+                for image_id in [str(v) for v in ds["image_id"].values]:
+                    cube = st.read_cube(root, ds, model, method, variant, image_id)
+                    assert cube.dtype == np.float32
+                    want_dims = [d for d in ("layer", "head", "y", "x") if d in ds[method].dims]
+                    np.testing.assert_array_equal(
+                        cube, ds[method].sel(variant=variant, image_id=image_id)
+                        .transpose(*want_dims).values)
+                    for layer, head in _selections(ds, method):
+                        ref = st.select_map(tree, model, method, variant=variant, layer=layer,
+                                            head=head, image_id=image_id)
+                        got = st.read_map(root, ds, model, method, variant, image_id,
+                                          layer, head)
+                        assert got.dtype == ref.dtype == np.float32
+                        # bit-identical, NaN where NaN (assert_array_equal treats NaN == NaN)
+                        np.testing.assert_array_equal(got, ref.values, strict=True)
+                        n += 1
+    return n
+
+
+def test_fast_read_equals_select_map_for_every_selection(tmp_path):
+    """read_cube / read_map (the dashboard's path) and select_map (the lazy xarray path) give
+    the same bits for every model, method, variant, layer, head (incl. the head-mean) and
+    image of the explorer's test store."""
+    b = _builder()
+    store = b.build_store(tmp_path / "t.zarr", content="random")
+    n = _assert_fast_equals_select_map(store)
+    assert n > 300
+
+
+def test_fast_read_head_mean_propagates_nan_like_select_map(path):
+    maps = batch_maps(8, 2)
+    maps["cls"][0, 1, 0, 2, 3] = np.nan  # one head of one pixel missing
+    st.write_maps(path, "vit", "frozen", ["Q10_wd0", "Q11_wd0"], maps)
+    _assert_fast_equals_select_map(path)  # also covers the never-written (all-NaN) images
+    tree, root = st.open_store(path), st.open_root(path)
+    ds = tree["vit"].dataset
+    fused = st.read_map(root, ds, "vit", "cls", "frozen", "Q10_wd0", 1, -1)
+    assert np.isnan(fused[2, 3]) and np.isnan(fused).sum() == 1  # NaN-propagating, not nanmean
+    want = st.head_mean(maps["cls"][0, 1], axis=0)
+    np.testing.assert_array_equal(fused, want)
+    assert want.dtype == np.float32
+    assert np.isnan(st.read_map(root, ds, "vit", "cls", "frozen", "Q12_wd1", 0, 1)).all()
+
+
+def test_fast_read_errors_name_what_is_missing(path):
+    tree, root = st.open_store(path), st.open_root(path)
+    ds = tree["vit"].dataset
+    with pytest.raises(KeyError, match="no method 'probe'"):
+        st.read_cube(root, ds, "vit", "probe", "frozen", "Q10_wd0")
+    with pytest.raises(KeyError, match="no method 'complete'"):
+        st.read_cube(root, ds, "vit", "complete", "frozen", "Q10_wd0")
+    with pytest.raises(KeyError, match="no variant 'lora'"):
+        st.read_cube(root, ds, "vit", "cls", "lora", "Q10_wd0")
+    with pytest.raises(KeyError, match="no image_id 'Q99_wd0'"):
+        st.read_map(root, ds, "vit", "cls", "frozen", "Q99_wd0", 0, 0)
+    with pytest.raises(KeyError, match=r"vit/cls: no layer 7 \(has \[0, 1, 2\]\)"):
+        st.read_map(root, ds, "vit", "cls", "frozen", "Q10_wd0", 7, 0)
+    with pytest.raises(KeyError, match=r"vit/cls: no head 5 \(has \[0, 1\]\)"):
+        st.read_map(root, ds, "vit", "cls", "frozen", "Q10_wd0", 0, 5)
+    cube = np.zeros((3, 4), np.float32)
+    with pytest.raises(KeyError, match="m/probe has no layers"):
+        st.pick_map(cube, [], [], 2, None, name="m/probe")
+    with pytest.raises(KeyError, match="m/rollout has no heads"):
+        st.pick_map(cube, [], [], None, 1, name="m/rollout")
+    with pytest.raises(KeyError, match="no 'embedding' variable"):
+        st.read_embedding(root, ds, "vit", "frozen", "Q10_wd0")
+
+
+def test_read_embedding_is_the_stored_float16_as_float32(tmp_path):
+    b = _builder()
+    store = b.build_store(tmp_path / "t.zarr")
+    tree, root = st.open_store(store), st.open_root(store)
+    ds = tree["vit"].dataset
+    got = st.read_embedding(root, ds, "vit", "full", "Q200_wd0")
+    want = ds["embedding"].sel(variant="full", image_id="Q200_wd0").transpose(
+        "y", "x", "channel").values
+    assert got.dtype == np.float32 and want.dtype == np.float16
+    np.testing.assert_array_equal(got, want.astype(np.float32))

@@ -4,25 +4,21 @@
 for ``panel serve dashboards/explorer.py``. Importing this package imports panel and bokeh
 (HoloViews only when a comparison tab is first shown); ``import ssl_attn`` does not import it.
 
-Modules: ``data`` / ``scores`` (read-only store and score access), ``state`` (the shared
-selection), ``figures`` (in-place Bokeh figures), ``views`` (attention view, layer × head grid,
-layer curves), ``compare`` and ``tables`` (the tabbed views), ``app`` (the whole dashboard).
+Modules: ``data`` / ``scores`` (cached, read-only access through :mod:`ssl_attn.store`),
+``state`` (the shared selection), ``figures`` (in-place Bokeh figures), ``views`` (attention
+view, layer × head grid, layer curves), ``compare`` and ``tables`` (the tabbed views), ``app``
+(the whole dashboard).
 """
 
 from __future__ import annotations
 
 from ssl_attn.explorer.app import DEFAULT_DATA_DIR, DEFAULT_STORE, Explorer, build_app
 from ssl_attn.explorer.compare import ModelComparison, PatchSimilarity, VariantComparison
-from ssl_attn.explorer.data import (
-    MAP_METHODS,
-    ExplorerData,
-    PathRejectedError,
-    resolve_store_path,
-    scores_path_for,
-)
+from ssl_attn.explorer.data import ExplorerData, PathRejectedError, resolve_store_path
 from ssl_attn.explorer.state import ExplorerState
 from ssl_attn.explorer.tables import ImageBrowser, Leaderboard
 from ssl_attn.explorer.views import AttentionView, LayerCurves, LayerHeadGrid
+from ssl_attn.store import MAP_METHODS  # re-exported: the store's one list, the same object
 
 __all__ = [
     "DEFAULT_DATA_DIR",
@@ -42,5 +38,4 @@ __all__ = [
     "VariantComparison",
     "build_app",
     "resolve_store_path",
-    "scores_path_for",
 ]

@@ -3,15 +3,18 @@
 Everything is opened lazily once and read through small, cached slices:
 
 * maps: one ``(variant, image_id)`` cube per model/method (``[layer,] [head,] y, x``; one Zarr
-  chunk, a few hundred KB) is read once and cached (``functools.lru_cache``); layer and head
-  changes are then numpy indexing;
+  chunk, a few hundred KB) is read once by the store's fast path
+  (:func:`ssl_attn.store.read_cube`) and cached (``functools.lru_cache``); layer and head
+  changes are then :func:`ssl_attn.store.pick_map` on the cached cube (the head-mean is
+  :func:`ssl_attn.store.head_mean`, so the map drawn is the map scored);
 * scores (:mod:`ssl_attn.explorer.scores`): one metric's ``(layer, head, image_id)`` block per
   model/variant/method, or its ``(model, method, layer, image_id)`` table for the per-layer
   curves, cached per key;
 * photos: decoded once per image at display size (JPEG draft mode for speed), cached.
 
-Nothing here writes: stores are opened through ``zarr.storage.LocalStore(read_only=True)`` and
-no cache is ever written to disk.
+Reading the schema is the store's job (:mod:`ssl_attn.store`: opening, map variables, attrs,
+scores path, head-mean); this module only caches and adapts it to the views. Nothing here
+writes: stores are opened read-only and no cache is ever written to disk.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +29,23 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ssl_attn.store.fast import direct_array, open_root, read_slice
 from ssl_attn.explorer.scores import PRIMARY_ORDER, ScoresMixin, _decode, _open_scores
+from ssl_attn.store import (
+    MAP_METHODS,
+    decode_attrs,
+    open_root,
+    open_scores,
+    pick_map,
+    read_cube,
+    read_embedding,
+    scores_path,
+)
 
 __all__ = [
-    "MAP_METHODS",
     "ExplorerData",
     "PathRejectedError",
     "resolve_store_path",
-    "scores_path_for",
 ]
-
-#: Store variables that are maps (in the order the method menu lists them).
-MAP_METHODS = ("cls", "rollout", "mean_received", "probe", "gradcam")
 
 
 class PathRejectedError(ValueError):
@@ -66,20 +72,14 @@ def resolve_store_path(requested: str | os.PathLike, data_dir: str | os.PathLike
     return candidate
 
 
-def scores_path_for(store: str | os.PathLike) -> Path:
-    """``X.zarr`` → ``X.scores.zarr`` (the metrics module's output next to the store)."""
-    store = Path(store)
-    stem = store.name[:-5] if store.name.endswith(".zarr") else store.name
-    return store.with_name(f"{stem}.scores.zarr")
-
-
 class ExplorerData(ScoresMixin):
     """Lazy, read-only access to one store, its scores and its dataset.
 
     Parameters
     ----------
     store : path of the attention store (``X.zarr``).
-    scores : path of the scores (default ``X.scores.zarr`` next to the store); optional.
+    scores : path of the scores (default :func:`ssl_attn.store.scores_path` of the store,
+        ``X.scores.zarr`` next to it); optional.
     data : the WikiChurches(-format) dataset folder for photos and boxes (default: the store's
         root attr ``dataset``); optional — without it maps are drawn without photo and boxes.
     dataset : an already opened dataset object (``.images``, ``.boxes``, ``.load_image``,
@@ -102,7 +102,7 @@ class ExplorerData(ScoresMixin):
         cache_size: int = 512,
     ) -> None:
         self.store_path = Path(store)
-        self.scores_path = Path(scores) if scores is not None else scores_path_for(store)
+        self.scores_path = Path(scores) if scores is not None else scores_path(store)
         self.photo_size = int(photo_size)
         self.problems: list[str] = []
         self.tree: xr.DataTree | None = None
@@ -151,7 +151,7 @@ class ExplorerData(ScoresMixin):
                     "{store}", str(self.store_path)))
             return
         try:
-            self.scores = _open_scores(self.scores_path)
+            self.scores = open_scores(self.scores_path)
         except Exception as exc:  # unreadable scores: report, keep the maps usable
             self.problems.append(f"Cannot open the scores {self.scores_path}: {exc}")
 
@@ -186,10 +186,10 @@ class ExplorerData(ScoresMixin):
     # ------------------------------------------------------------------ store facts
     @functools.cached_property
     def root_attrs(self) -> dict[str, Any]:
-        """The store's root attrs (JSON strings decoded)."""
+        """The store's root attrs (JSON attrs decoded by :func:`ssl_attn.store.decode_attrs`)."""
         if self.tree is None:
             return {}
-        return {k: _decode(v) for k, v in self.tree.attrs.items()}
+        return decode_attrs(self.tree.attrs)
 
     @property
     def synthetic(self) -> bool:
@@ -199,8 +199,8 @@ class ExplorerData(ScoresMixin):
         return flag or ds_flag
 
     def model_attrs(self, model: str) -> dict[str, Any]:
-        """A model group's attrs (JSON strings decoded)."""
-        return {k: _decode(v) for k, v in self._group(model).attrs.items()}
+        """A model group's attrs (JSON attrs decoded by :func:`ssl_attn.store.decode_attrs`)."""
+        return decode_attrs(self._group(model).attrs)
 
     @functools.cached_property
     def models(self) -> list[str]:
@@ -355,17 +355,7 @@ class ExplorerData(ScoresMixin):
         return open_root(self.store_path)
 
     def _read_cube(self, model: str, variant: str, method: str, image_id: str) -> np.ndarray:
-        ds = self._group(model)
-        var = ds.variables[method]
-        pos = {}
-        for dim, val in (("variant", variant), ("image_id", image_id)):
-            index = ds.indexes[dim]
-            if val not in index:
-                raise KeyError(f"{self.store_path}/{model}: no {dim} {val!r} for {method!r}")
-            pos[dim] = int(index.get_loc(val))
-        dims = [d for d in ("layer", "head", "y", "x") if d in var.dims]
-        out = read_slice(var, direct_array(self._root, model, method, var), pos, dims)
-        out = np.asarray(out, dtype=np.float32)
+        out = read_cube(self._root, self._group(model), model, method, variant, image_id)
         out.setflags(write=False)  # cached and shared: make accidental in-place edits fail
         return out
 
@@ -382,28 +372,22 @@ class ExplorerData(ScoresMixin):
         layer: int | None = None,
         head: int | None = -1,
     ) -> np.ndarray:
-        """One map ``(gh, gw)`` (float32; row 0 = top of the photo).
+        """One map ``(gh, gw)`` (float32; row 0 = top of the photo; read-only).
 
-        ``layer``: a layer coordinate value (ignored, may be ``None``/``-1``, for methods without
-        layers). ``head``: a head coordinate value, or ``-1``/``None`` for the NaN-aware mean over
-        heads (ignored for methods without heads). Raises ``KeyError`` naming what is missing.
+        ``layer``: a layer coordinate value (required for methods with layers; ignored, may be
+        ``None``/``-1``, for methods without). ``head``: a head coordinate value, or
+        ``-1``/``None`` for :func:`ssl_attn.store.head_mean` (NaN-propagating float32 mean: a
+        map with any NaN head is NaN there; ignored for methods without heads). The values are
+        :func:`ssl_attn.store.read_map`'s (and so ``select_map``'s) for that selection. Raises
+        ``KeyError`` naming what is missing.
         """
         cube = self.cube(model, variant, method, image_id)
         layers = self.layers(model, method)
         heads = self.heads(model, method)
-        if layers:
-            if layer not in layers:
-                raise KeyError(f"{model}/{method}: no layer {layer} (has {layers})")
-            cube = cube[layers.index(layer)]
-        if heads:
-            if head is None or head == -1:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN maps stay NaN
-                    return np.nanmean(cube, axis=0, dtype=np.float64).astype(np.float32)
-            if head not in heads:
-                raise KeyError(f"{model}/{method}: no head {head} (has {heads})")
-            cube = cube[heads.index(head)]
-        return cube
+        if layers and layer is None:  # the views always name a layer; no silent "last layer"
+            raise KeyError(f"{model}/{method}: no layer None (has {layers})")
+        return pick_map(cube, layers, heads, layer if layers else None,
+                        head if heads else None, name=f"{model}/{method}")
 
     def complete(self, model: str, variant: str, image_id: str) -> bool:
         """The store's ``complete`` flag (False when absent)."""
@@ -418,8 +402,7 @@ class ExplorerData(ScoresMixin):
     def _read_embedding(self, model: str, variant: str, image_id: str) -> np.ndarray | None:
         if not self.has_embeddings(model):
             return None
-        da = self._group(model)["embedding"].sel(variant=variant, image_id=image_id)
-        emb = np.asarray(da.transpose("y", "x", "channel").values, dtype=np.float32)
+        emb = read_embedding(self._root, self._group(model), model, variant, image_id)
         emb.setflags(write=False)
         return emb
 

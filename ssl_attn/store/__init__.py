@@ -19,9 +19,10 @@ pre-allocation writes no map chunk at all.
 
 Reading: :func:`open_store` opens the tree lazily and read-only; :func:`select_map` picks one
 ``(y, x)`` map; :func:`open_scores` opens the scores next to a store (:func:`scores_path`).
-:mod:`.fast` reads many small slices without xarray's per-call overhead (``open_root``,
-``direct_array``, ``read``). :func:`head_mean` is the one head-mean rule; :data:`MAP_METHODS`
-the one list of map variables.
+:mod:`.fast` reads many small slices without xarray's per-call overhead: :func:`read_cube`
+(every map of one image), :func:`read_map` (one map, equal to :func:`select_map`'s),
+:func:`pick_map`, :func:`read_embedding`, on ``open_root`` / ``direct_array`` / ``read_slice``.
+:func:`head_mean` is the one head-mean rule; :data:`MAP_METHODS` the one list of map variables.
 
 Submodules: ``schema`` (names, dims, dtypes, map methods), ``attrs`` (JSON attrs,
 provenance), ``layout`` (lock, root attrs, pre-allocation), ``write`` (region writes,
@@ -32,7 +33,15 @@ rule, scores path). Import from :mod:`ssl_attn.store` itself.
 from __future__ import annotations
 
 from .attrs import decode_attr, decode_attrs, encode_attrs, provenance
-from .fast import direct_array, open_root, read_slice
+from .fast import (
+    direct_array,
+    open_root,
+    pick_map,
+    read_cube,
+    read_embedding,
+    read_map,
+    read_slice,
+)
 from .layout import add_skipped, init_model_group, init_store, store_lock
 from .maps import head_mean, scores_path
 from .read import model_groups, open_scores, open_store, select_map
@@ -70,7 +79,11 @@ __all__ = [
     "open_root",
     "open_scores",
     "open_store",
+    "pick_map",
     "provenance",
+    "read_cube",
+    "read_embedding",
+    "read_map",
     "read_slice",
     "scores_path",
     "select_map",
