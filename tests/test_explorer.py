@@ -149,7 +149,8 @@ def test_maps_and_embeddings_are_the_stores(ex, fix):
     for bad, match in ((("vit", "frozen", "cls", "Q100_wd0", 9, 0), "vit/cls: no layer 9"),
                        (("vit", "frozen", "cls", "Q100_wd0", 0, 9), "vit/cls: no head 9"),
                        (("vit", "frozen", "cls", "Q100_wd0", None, 0), "no layer None"),
-                       (("vit", "lora", "cls", "Q100_wd0", 0, 0), "no variant 'lora'"),
+                       (("vit", "lora", "cls", "Q100_wd0", 0, 0), "test.zarr: model 'vit' "
+                                                                  "has no variant 'lora'"),
                        (("vit", "frozen", "cls", "Q999_wd0", 0, 0), "no image_id 'Q999_wd0'"),
                        (("vit", "frozen", "probe", "Q100_wd0", 0, 0), "no method 'probe'"),
                        (("mae", "frozen", "cls", "Q100_wd0", 0, 0), "no model group 'mae'")):

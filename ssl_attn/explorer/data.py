@@ -33,6 +33,7 @@ from ssl_attn.explorer.scores import PRIMARY_ORDER, ScoresMixin, _decode, _open_
 from ssl_attn.store import (
     MAP_METHODS,
     decode_attrs,
+    model_groups,
     open_root,
     open_scores,
     pick_map,
@@ -205,7 +206,7 @@ class ExplorerData(ScoresMixin):
     @functools.cached_property
     def models(self) -> list[str]:
         """Model group names, sorted."""
-        return sorted(self.tree.children) if self.tree is not None else []
+        return model_groups(self.tree) if self.tree is not None else []
 
     @functools.cached_property
     def _groups(self) -> dict[str, xr.Dataset]:
@@ -355,7 +356,11 @@ class ExplorerData(ScoresMixin):
         return open_root(self.store_path)
 
     def _read_cube(self, model: str, variant: str, method: str, image_id: str) -> np.ndarray:
-        out = read_cube(self._root, self._group(model), model, method, variant, image_id)
+        ds = self._group(model)
+        try:
+            out = read_cube(self._root, ds, model, method, variant, image_id)
+        except KeyError as exc:  # name the store too, as every other message here does
+            raise KeyError(f"{self.store_path}: {exc.args[0]}") from None
         out.setflags(write=False)  # cached and shared: make accidental in-place edits fail
         return out
 
