@@ -4,7 +4,9 @@ Import-light on purpose (no torch, no transformers at import time): the CLI and 
 list models and compute grids without loading a deep-learning stack.
 
 Every architecture value of the six registered models is written out explicitly in
-``config_overrides`` and equals the ``config.json`` of the hub checkpoint (several transformers
+``config_overrides`` (the values the ViT-B/16 encoders share once, in :data:`VIT_B_CONFIG`;
+specs are :func:`vit_b` plus per-model overrides) and equals the ``config.json`` of the hub
+checkpoint (several transformers
 config classes default to other sizes, e.g. ``CLIPVisionConfig`` to patch 32 and
 ``DINOv3ViTConfig`` to ViT-S). The values are used to build full-size random models
 (:func:`ssl_attn.models.testing.save_random_model`) and are checked against hard-coded copies of
@@ -17,6 +19,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from ssl_attn.models.families import CLS_DEFAULT, CLS_METHODS, FAMILIES, METHODS, get_family
@@ -26,6 +29,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "METHODS",
+    "VIT_B_CONFIG",
     "ModelSpec",
     "get_spec",
     "grid_shape",
@@ -132,14 +136,14 @@ class ModelSpec:
 
 #: The ViT-B/16 encoder every registered transformer shares (config.json keys); each spec below
 #: spells out every value that differs or that this base does not hold.
-VIT_B_CONFIG: Mapping[str, Any] = {
+VIT_B_CONFIG: Mapping[str, Any] = MappingProxyType({
     "hidden_size": 768,
     "num_hidden_layers": 12,
     "num_attention_heads": 12,
     "image_size": 224,
     "patch_size": 16,
     "num_channels": 3,
-}
+})
 
 
 def vit_b(key: str, checkpoint: str, family: str, **overrides: Any) -> ModelSpec:
