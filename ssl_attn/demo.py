@@ -72,20 +72,22 @@ def prepare_demo_weights(
     if weights_dir is not None:
         return Path(weights_dir)
     from ssl_attn.models import get_spec
+    from ssl_attn.models.families import get_family
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for key in models:
         spec = get_spec(key)
+        hub = get_family(spec.family).backend == "transformers"  # else a torchvision CNN
         folder = out / key
         if _folder_ready(folder):
             source = "already prepared"
-        elif spec.family != "resnet" and (snap := _hub_snapshot(spec.checkpoint)) is not None:
+        elif hub and (snap := _hub_snapshot(spec.checkpoint)) is not None:
             if folder.is_symlink():
                 folder.unlink()
             folder.symlink_to(snap.resolve(), target_is_directory=True)
             source = f"hub cache {snap}"
-        elif spec.family == "resnet" and (cached := _torchvision_cached(spec)) is not None:
+        elif not hub and (cached := _torchvision_cached(spec)) is not None:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "resnet50.pth").symlink_to(cached.resolve())
             source = f"torch hub cache {cached}"

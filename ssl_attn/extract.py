@@ -2,7 +2,8 @@
 
 :func:`extract` loops over models; per model it loads the weights, computes which images of
 this shard are not yet complete in the store, and streams them through ``preprocess`` →
-:func:`ssl_attn.attention.extract_maps` → :func:`ssl_attn.store.write_maps` in batches, with a
+:func:`ssl_attn.attention.extract_maps` → the model's store group (one
+:class:`~ssl_attn.store.write.GroupWriter`, opened once) in batches, with a
 tqdm bar showing images/s. Images that cannot be read are skipped and reported (in the returned
 :class:`ExtractReport` and in the store's ``skipped_images`` attr); an interrupted run loses at
 most the batch in flight, and a rerun computes only what is missing.
@@ -32,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ssl_attn import store as st
-from ssl_attn.models import get_spec
+from ssl_attn.store.write import GroupWriter
 
 __all__ = [
     "ExtractReport",
@@ -237,35 +238,75 @@ def _layer_coords(maps: dict[str, np.ndarray], layers: Sequence[int] | None) -> 
     return values
 
 
-def _group_spec(loaded: Any, key: str, maps: dict[str, np.ndarray], pixel_values: Any,
-                layers: Sequence[int] | None, synthetic: bool, variant: str,
-                ) -> dict[str, Any]:  # fmt: skip
-    """Arguments of :func:`ssl_attn.store.init_model_group` derived from the first batch."""
-    input_hw = [int(pixel_values.shape[-2]), int(pixel_values.shape[-1])]
-    facts = dict(loaded.facts(size=tuple(input_hw))) if hasattr(loaded, "facts") else {}
-    grid = (_axis_size(maps, "y"), _axis_size(maps, "x"))
-    n_heads = _axis_size(maps, "head") or 0
-    attrs = {
-        "model_key": key,
-        "device": str(getattr(loaded, "device", "unknown")),
-        "dtype": str(getattr(loaded, "dtype", "unknown")),
-        "weights": str(getattr(loaded, "weights", "unknown")),
-        **facts,
-        # what this store actually holds (may differ from the model's full capabilities)
-        "grid": list(grid),
-        "input_size": input_hw,
-        "methods": sorted(maps),
-        "variant": variant,
-        "synthetic": bool(synthetic),
-    }
-    return {
-        "layers": _layer_coords(maps, layers),
-        "heads": list(range(n_heads)),
-        "grid": grid,
-        "variables": _variables(maps, key),
-        "channels": _axis_size(maps, "channel"),
-        "attrs": st.provenance(**attrs),
-    }
+class _ModelGroup:
+    """The store group of one model in one :func:`extract` call: its variables, coordinates
+    and writes.
+
+    The group's layout is only known from the first batch (which methods came back, the grid,
+    heads, layers, channels), so the first :meth:`write` creates (or checks, or extends by the
+    variant) the group with :func:`ssl_attn.store.init_model_group` and opens one
+    :class:`~ssl_attn.store.write.GroupWriter`; every batch is then written through it, without
+    reopening the group.
+    """
+
+    def __init__(self, store: Path, key: str, variant: str, *, image_ids: Sequence[str],
+                 image_coords: dict[str, list[Any]], synthetic: bool,
+                 layers: Sequence[int] | None) -> None:  # fmt: skip
+        self.store, self.key, self.variant = store, key, variant
+        self.image_ids, self.image_coords = list(image_ids), image_coords
+        self.synthetic, self.layers = bool(synthetic), layers
+        self.writer: GroupWriter | None = None
+
+    def write(self, loaded: Any, ids: list[str], maps: dict[str, np.ndarray],
+              pixel_values: Any) -> None:  # fmt: skip
+        """Write one batch (``maps`` as numpy, first axis = ``ids``), creating the group first."""
+        if self.writer is None:
+            self._create(loaded, maps, pixel_values)
+            self.writer = GroupWriter(self.store, self.key, self.variant)
+        self.writer.write(ids, maps)
+
+    def _create(self, loaded: Any, maps: dict[str, np.ndarray], pixel_values: Any) -> None:
+        """:func:`ssl_attn.store.init_model_group` with the layout of the first batch."""
+        input_hw = [int(pixel_values.shape[-2]), int(pixel_values.shape[-1])]
+        facts = dict(loaded.facts(size=tuple(input_hw))) if hasattr(loaded, "facts") else {}
+        grid = (_axis_size(maps, "y"), _axis_size(maps, "x"))
+        attrs = {
+            "model_key": self.key,
+            "device": str(getattr(loaded, "device", "unknown")),
+            "dtype": str(getattr(loaded, "dtype", "unknown")),
+            "weights": str(getattr(loaded, "weights", "unknown")),
+            **facts,
+            # what this store actually holds (may differ from the model's full capabilities)
+            "grid": list(grid),
+            "input_size": input_hw,
+            "methods": sorted(maps),
+            "variant": self.variant,
+            "synthetic": self.synthetic,
+        }
+        st.init_model_group(
+            self.store, self.key, image_ids=self.image_ids, image_coords=self.image_coords,
+            variant=self.variant, layers=_layer_coords(maps, self.layers),
+            heads=list(range(_axis_size(maps, "head") or 0)), grid=grid,
+            variables=_variables(maps, self.key), channels=_axis_size(maps, "channel"),
+            attrs=st.provenance(**attrs),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """How every model of one :func:`extract` call is loaded (``device``, ``dtype``,
+    ``weights_dir``) and run (``layers``, ``methods``, ``embeddings``, ``size``,
+    ``batch_size``, ``progress``); see :func:`extract` for each."""
+
+    device: str
+    dtype: Any
+    weights_dir: str | os.PathLike | None
+    layers: Sequence[int] | None
+    methods: Sequence[str] | None
+    embeddings: bool
+    size: int | tuple[int, int] | None
+    batch_size: int
+    progress: bool
 
 
 def extract(
@@ -336,7 +377,10 @@ def extract(
     mine = shard_ids(selected, shard)
     st.init_store(store, synthetic=bool(wc.is_synthetic), dataset=str(data))
     report = ExtractReport(store=str(store), shard=shard)
-    group_args = {"image_ids": all_ids, "image_coords": _image_coords(table), "variant": variant}
+    settings = _Settings(device=device, dtype=dtype, weights_dir=weights_dir, layers=layers,
+                         methods=methods, embeddings=embeddings, size=size,
+                         batch_size=batch_size, progress=progress)  # fmt: skip
+    coords = _image_coords(table)
 
     for key in keys:
         done = st.completed(store, key, variant)
@@ -345,53 +389,45 @@ def extract(
                            n_done_before=len(mine) - len(todo))  # fmt: skip
         report.models[key] = mrep
         if todo:  # else nothing to do: the model is not even loaded
-            load = {"device": device, "dtype": dtype, "weights_dir": weights_dir}
-            # patch embeddings exist for ViTs only; a CNN in the same run simply has none
-            vit = get_spec(key).is_vit
-            run = {"layers": layers, "methods": methods, "embeddings": embeddings and vit,
-                   "size": size}  # fmt: skip
-            _run_model(store, wc, key, variant, todo, mrep, report, batch_size=batch_size,
-                       progress=progress, load=load, run=run, group_args=group_args)  # fmt: skip
+            group = _ModelGroup(store, key, variant, image_ids=all_ids, image_coords=coords,
+                                synthetic=wc.is_synthetic, layers=layers)  # fmt: skip
+            _run_model(wc, group, todo, mrep, report, settings)
     return report
 
 
-def _run_model(store: Path, wc: Any, key: str, variant: str, todo: list[str], mrep: ModelReport,
-               report: ExtractReport, *, batch_size: int, progress: bool, load: dict[str, Any],
-               run: dict[str, Any], group_args: dict[str, Any]) -> None:  # fmt: skip
+def _run_model(wc: Any, group: _ModelGroup, todo: list[str], mrep: ModelReport,
+               report: ExtractReport, settings: _Settings) -> None:  # fmt: skip
     """Compute and write the ``todo`` images of one model; fills ``mrep`` and ``report``."""
     from tqdm.auto import tqdm
 
     from ssl_attn.attention import extract_maps
     from ssl_attn.models import load_model
 
+    key, variant = group.key, group.variant
     started = time.perf_counter()
-    loaded = load_model(key, **load)
+    loaded = load_model(key, device=settings.device, dtype=settings.dtype,
+                        weights_dir=settings.weights_dir)  # fmt: skip
+    # patch embeddings exist for ViTs only; a CNN in the same run simply has none
+    embeddings = settings.embeddings and loaded.spec.is_vit
     skipped: list[dict[str, str]] = []
     computed: list[str] = []
-    initialised = False
 
     def prepare(ids: list[str]) -> tuple[list[str], Any, list[tuple[str, str]]]:
         images, ok, bad = _load_images(wc, ids)
-        pixels = loaded.preprocess(images, size=run["size"]).pixel_values if images else None
+        pixels = loaded.preprocess(images, size=settings.size).pixel_values if images else None
         return ok, pixels, bad
 
     bar = tqdm(total=mrep.n_images, initial=mrep.n_done_before, desc=f"{key} [{variant}]",
-               unit="img", disable=not progress, dynamic_ncols=True)  # fmt: skip
+               unit="img", disable=not settings.progress, dynamic_ncols=True)  # fmt: skip
     loop_started = time.perf_counter()
     try:
-        for ok, pixels, bad in _prefetch(_batches(todo, batch_size), prepare):
+        for ok, pixels, bad in _prefetch(_batches(todo, settings.batch_size), prepare):
             skipped += [{"image_id": iid, "model": key, "variant": variant, "reason": reason}
                         for iid, reason in bad]  # fmt: skip
             if ok:
-                raw = extract_maps(loaded, pixels, layers=run["layers"], methods=run["methods"],
-                                   embeddings=run["embeddings"])  # fmt: skip
-                maps = {name: _to_numpy(value) for name, value in raw.items()}
-                if not initialised:
-                    spec = _group_spec(loaded, key, maps, pixels, run["layers"], wc.is_synthetic,
-                                       variant)  # fmt: skip
-                    st.init_model_group(store, key, **group_args, **spec)
-                    initialised = True
-                st.write_maps(store, key, variant, ok, maps)
+                raw = extract_maps(loaded, pixels, layers=settings.layers,
+                                   methods=settings.methods, embeddings=embeddings)  # fmt: skip
+                group.write(loaded, ok, {name: _to_numpy(v) for name, v in raw.items()}, pixels)
                 computed.extend(ok)
             bar.update(len(ok) + len(bad))
             if skipped:
@@ -406,7 +442,7 @@ def _run_model(store: Path, wc: Any, key: str, variant: str, todo: list[str], mr
         if skipped or computed:
             # Record what failed, and forget old failures of images that now succeeded.
             cleared = [{"image_id": i, "model": key, "variant": variant} for i in computed]
-            st.add_skipped(store, skipped, clear=cleared)
+            st.add_skipped(group.store, skipped, clear=cleared)
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,18 +22,18 @@ from ssl_attn.attention import (
     extract_maps,
     grad_cam,
 )
-from ssl_attn.models import load_model
+from ssl_attn.models import get_spec, list_models, load_model
 
-VIT_KEYS = ["dinov2", "dinov3", "mae", "clip", "siglip2"]
-CLS_KEYS = ["dinov2", "dinov3", "mae", "clip"]
-GRID_224 = {"dinov2": (16, 16), "dinov3": (14, 14), "mae": (14, 14), "clip": (14, 14),
-            "siglip2": (14, 14)}
+VIT_KEYS = [k for k in list_models() if get_spec(k).is_vit]
+CLS_KEYS = [k for k in VIT_KEYS if get_spec(k).has_cls]
+CNN_KEYS = [k for k in list_models() if not get_spec(k).is_vit]
+GRID_224 = {k: (224 // get_spec(k).patch_size,) * 2 for k in VIT_KEYS}
 
 
 @pytest.fixture(scope="module")
 def loaded(tiny_weights):
     """Every tiny model, loaded through load_model(key, weights_dir=...)."""
-    return {k: load_model(k, weights_dir=tiny_weights) for k in [*VIT_KEYS, "resnet50"]}
+    return {k: load_model(k, weights_dir=tiny_weights) for k in list_models()}
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_shapes_at_224(maps224, loaded, key):
     assert (L, H, C) == (2, 2, 32)
     assert m["mean_received"].shape == (2, L, H, gh, gw)
     assert m["embedding"].shape == (2, gh, gw, C) and m["embedding"].dtype == np.float16
-    if key == "siglip2":
+    if not spec.has_cls:
         assert m["probe"].shape == (2, H, gh, gw)
         assert not {"cls", "rollout", "register_mass"} & set(m)
     else:
@@ -82,7 +82,7 @@ def test_cls_row_sums_to_one(maps224, key):
     total = m["cls"].sum(axis=(-2, -1)) + m["register_mass"] + m["cls_self"]
     np.testing.assert_allclose(total, 1.0, atol=1e-5)
     assert np.all(m["cls"] >= 0)
-    if key in ("dinov2", "dinov3"):  # 4 registers receive attention
+    if get_spec(key).n_registers:  # registers receive attention
         assert np.all(m["register_mass"] > 0)
     else:
         assert np.all(m["register_mass"] == 0)
@@ -231,8 +231,9 @@ def test_gradcam_equals_cam_for_gap_fc_network():
     assert cam.max() > 0
 
 
-def test_resnet_gradcam_on_layer1_grid(loaded):
-    lm = loaded["resnet50"]
+@pytest.mark.parametrize("key", CNN_KEYS)
+def test_resnet_gradcam_on_layer1_grid(loaded, key):
+    lm = loaded[key]
     pv = lm.preprocess([noise_image(256, 192, seed=3)]).pixel_values  # 224 px
     m = extract_maps(lm, pv)
     assert set(m) == {"gradcam"} and m["gradcam"].shape == (1, 4, 56, 56)
@@ -270,18 +271,21 @@ def test_map_peak_lands_on_bright_square(tmp_path):
 # --- resolutions, dtypes, errors -------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("key", "size", "grid"),
-    [("dinov2", 280, (20, 20)), ("dinov3", (160, 256), (10, 16)), ("mae", 256, (16, 16)),
-     ("clip", (224, 448), (14, 28)), ("siglip2", 256, (16, 16))],
-)
-def test_other_input_sizes(loaded, images, key, size, grid):
+#: non-native input grids: larger square, smaller x wider, native height x double width
+OTHER_GRIDS = [(20, 20), (10, 16), (14, 28)]
+
+
+@pytest.mark.parametrize("grid", OTHER_GRIDS)
+@pytest.mark.parametrize("key", VIT_KEYS)
+def test_other_input_sizes(loaded, images, key, grid):
     lm = loaded[key]
+    patch = lm.spec.patch_size
+    size = (grid[0] * patch, grid[1] * patch)
     m = extract_maps(lm, lm.preprocess(images[:1], size=size).pixel_values)
-    name = "probe" if key == "siglip2" else "cls"
+    name = "cls" if lm.spec.has_cls else "probe"
     assert m[name].shape[-2:] == grid
     axis = (-2, -1)
-    if key == "siglip2":
+    if not lm.spec.has_cls:
         np.testing.assert_allclose(m["probe"].sum(axis=axis), 1, atol=1e-5)
     else:
         np.testing.assert_allclose(m["cls"].sum(axis=axis) + m["register_mass"] + m["cls_self"], 1,
@@ -330,7 +334,7 @@ def test_siglip2_naflex_checkpoint(tmp_path):
     from transformers.models.siglip2.image_processing_pil_siglip2 import convert_image_to_patches
 
     from ssl_attn.models import spec_from_hub_config
-    from ssl_attn.models.loading import _naflex_inputs
+    from ssl_attn.models.families import naflex_inputs
 
     small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
              "num_attention_heads": 2}
@@ -348,5 +352,5 @@ def test_siglip2_naflex_checkpoint(tmp_path):
     assert m["probe"].shape == (1, 2, 6, 10) and m["mean_received"].shape == (1, 2, 2, 6, 10)
     np.testing.assert_allclose(m["probe"].sum(axis=(-2, -1)), 1, atol=1e-5)
     # the patch sequence is the processor's own layout
-    ours = _naflex_inputs(pv, 16)["pixel_values"][0].numpy()
+    ours = naflex_inputs(pv, 16)["pixel_values"][0].numpy()
     np.testing.assert_array_equal(ours, convert_image_to_patches(pv[0].numpy(), 16))

@@ -18,9 +18,20 @@ import xarray as xr
 
 from ssl_attn import extract as ex
 from ssl_attn import store as st
+from ssl_attn.models import get_spec, list_models
+from ssl_attn.store.write import GroupWriter
 
-VIT = "dinov2"  # CLS + 4 registers: exercises cls, register_mass, rollout, mean_received
-MODELS = ("dinov2", "siglip2", "resnet50")  # + a CLS-free probe model and Grad-CAM
+
+def _first(wanted) -> str:
+    """The first registered model key whose spec satisfies ``wanted``."""
+    return next(key for key in list_models() if wanted(get_spec(key)))
+
+
+# CLS + registers: exercises cls, register_mass, rollout, mean_received
+VIT = _first(lambda s: s.n_registers > 0 and "cls" in s.default_methods)
+PROBE = _first(lambda s: "probe" in s.default_methods)  # a CLS-free probe model
+CNN = _first(lambda s: not s.is_vit)  # Grad-CAM
+MODELS = (VIT, PROBE, CNN)
 
 
 # ------------------------------------------------------------------ no models needed
@@ -104,7 +115,7 @@ def test_full_extract_writes_complete_maps_with_the_right_grids(reference, synth
         loaded = load_model(key, weights_dir=tiny_weights)
         batch = loaded.preprocess([WikiChurches(synthetic_root).load_image(ids[0])])
         h, w = batch.pixel_values.shape[-2:]
-        if key == "resnet50":
+        if key == CNN:
             assert set(ds.data_vars) == {"gradcam", "complete"}
             assert list(ds["layer"].values) == [1, 2, 3, 4]
         else:
@@ -120,7 +131,7 @@ def test_full_extract_writes_complete_maps_with_the_right_grids(reference, synth
     # CLS attention is a softmax row: patches + registers + CLS itself sum to 1 per head
     total = dino["cls"].sum(("y", "x")) + dino["register_mass"] + dino["cls_self"]
     np.testing.assert_allclose(total, 1.0, rtol=1e-4)
-    assert "probe" in tree["siglip2"] and "cls" not in tree["siglip2"]
+    assert "probe" in tree[PROBE] and "cls" not in tree[PROBE]
 
 
 def test_stored_map_equals_extract_maps_on_the_same_image(reference, synthetic_root,
@@ -148,24 +159,24 @@ def test_resume_after_a_crash_computes_only_what_is_missing(
 
     path = tmp_path / "resume.zarr"
     calls: list[int] = []
-    real_extract_maps, real_write = attention.extract_maps, st.write_maps
+    real_extract_maps, real_write = attention.extract_maps, GroupWriter.write
 
     def counting(loaded, pixel_values, **kw):
         calls.append(int(pixel_values.shape[0]))
         return real_extract_maps(loaded, pixel_values, **kw)
 
-    def crash_after_first_batch(path_, key, variant, ids, maps):
-        if st.completed(path_, key, variant):
+    def crash_after_first_batch(writer, ids, maps):
+        if st.completed(writer.path, writer.model_key, writer.variant):
             raise RuntimeError("simulated crash while writing the second batch")
-        return real_write(path_, key, variant, ids, maps)
+        return real_write(writer, ids, maps)
 
     monkeypatch.setattr(attention, "extract_maps", counting)
-    monkeypatch.setattr(st, "write_maps", crash_after_first_batch)
+    monkeypatch.setattr(GroupWriter, "write", crash_after_first_batch)
     with pytest.raises(RuntimeError, match="simulated crash"):
         ex.extract(path, synthetic_root, VIT, weights_dir=tiny_weights, batch_size=2,
                    progress=False)
     assert len(st.completed(path, VIT, "frozen")) == 2
-    monkeypatch.setattr(st, "write_maps", real_write)
+    monkeypatch.setattr(GroupWriter, "write", real_write)
     calls.clear()
     report = ex.extract(path, synthetic_root, VIT, weights_dir=tiny_weights, batch_size=2,
                         progress=False)
@@ -176,6 +187,24 @@ def test_resume_after_a_crash_computes_only_what_is_missing(
     again = ex.extract(path, synthetic_root, VIT, weights_dir=tiny_weights, progress=False)
     assert calls == [] and again.models[VIT].n_computed == 0
     xr.testing.assert_equal(data_of(path)[VIT], data_of(reference[0])[VIT])
+
+
+def test_the_group_is_opened_once_per_model(tmp_path, monkeypatch, synthetic_root, tiny_weights):
+    """One GroupWriter per model: the group's layout is read once, not on every batch."""
+    from ssl_attn.store import write as store_write
+
+    opened: list[str] = []
+    real_locate = store_write._locate
+
+    def counting(path, key, variant, ids):
+        opened.append(key)
+        return real_locate(path, key, variant, ids)
+
+    monkeypatch.setattr(store_write, "_locate", counting)
+    report = ex.extract(tmp_path / "once.zarr", synthetic_root, VIT, weights_dir=tiny_weights,
+                        batch_size=2, progress=False)  # fmt: skip
+    assert report.models[VIT].n_computed == 8  # 4 batches
+    assert opened == [VIT]
 
 
 @pytest.mark.filterwarnings("ignore:.*unreadable header:UserWarning")

@@ -14,6 +14,7 @@ from _model_fixtures import noise_image  # pytest puts tests/ on sys.path
 from PIL import Image
 
 from ssl_attn.models import (
+    FAMILY_TABLE,
     GatedModelError,
     ModelLoadError,
     WeightsUnavailableError,
@@ -26,7 +27,7 @@ from ssl_attn.models import (
 )
 from ssl_attn.models import registry as reg
 from ssl_attn.models.loading import build_hf_config, resolve_device, resolve_dtype
-from ssl_attn.models.testing import save_random_model
+from ssl_attn.models.testing import save_random_model, tiny_config
 
 # The checkpoints' own config.json values, written out independently of the registry.
 REAL_CONFIGS = {
@@ -93,6 +94,9 @@ LAYOUT = {  # key: (patch, registers, has_cls, mean, std, resample)
 }
 
 
+VIT_KEYS = [k for k in list_models() if get_spec(k).is_vit]
+
+
 def _subset_equal(expected: dict, actual: dict, where: str) -> None:
     for k, v in expected.items():
         assert k in actual, f"{where}: {k} missing"
@@ -107,6 +111,8 @@ def _subset_equal(expected: dict, actual: dict, where: str) -> None:
 
 def test_six_models_registered():
     assert list_models()[:6] == ["dinov2", "dinov3", "mae", "clip", "siglip2", "resnet50"]
+    # every registered model is checked against its checkpoint's config below
+    assert set(list_models()) == set(REAL_CONFIGS) == set(LAYOUT)
     assert get_spec("siglip2").model_class == "SiglipVisionModel"
     assert get_spec("dinov3").gated and not get_spec("dinov2").gated
     assert len({get_spec(k) for k in list_models()}) == len(list_models())  # specs are hashable
@@ -126,7 +132,7 @@ def test_spec_config_equals_real_checkpoint(key):
         assert (spec.n_layers, spec.n_heads, spec.hidden_size) == (12, 12, 768)
 
 
-@pytest.mark.parametrize("key", ["dinov2", "dinov3", "mae", "clip", "siglip2"])
+@pytest.mark.parametrize("key", VIT_KEYS)
 def test_full_config_objects_have_real_sizes(key):
     """Config classes default to other sizes (CLIP patch 32, DINOv3 ViT-S): values are explicit."""
     config = build_hf_config(get_spec(key).config_dict())
@@ -165,8 +171,9 @@ def test_register_model(monkeypatch):
 
 def test_grid_shape():
     assert grid_shape(get_spec("dinov2"), 224) == (16, 16)
-    for key in ("dinov3", "mae", "clip", "siglip2"):
-        assert grid_shape(get_spec(key), 224) == (14, 14)
+    for key in VIT_KEYS:  # patch 16 -> 14 x 14, patch 14 -> 16 x 16
+        side = {16: 14, 14: 16}[LAYOUT[key][0]]
+        assert grid_shape(get_spec(key), 224) == (side, side)
     assert grid_shape(get_spec("clip"), (224, 448)) == (14, 28)
     assert grid_shape(get_spec("resnet50"), 224) == (56, 56)
     with pytest.raises(ValueError, match="multiples of 14"):
@@ -226,7 +233,7 @@ def test_preprocess_uses_each_models_normalisation(tiny_weights):
 # --- loading ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key", ["dinov2", "dinov3", "mae", "clip", "siglip2"])
+@pytest.mark.parametrize("key", VIT_KEYS)
 def test_tiny_model_architecture_comes_from_saved_config(tiny_weights, key):
     lm = load_model(key, weights_dir=tiny_weights)
     assert not lm.model.training
@@ -236,6 +243,8 @@ def test_tiny_model_architecture_comes_from_saved_config(tiny_weights, key):
     assert (lm.spec.n_layers, lm.spec.n_heads, lm.spec.hidden_size) == (2, 2, 32)
     assert lm.spec.patch_size == LAYOUT[key][0] and lm.spec.n_registers == LAYOUT[key][1]
     assert type(lm.model).__name__ == get_spec(key).model_class
+    for name, value in FAMILY_TABLE[lm.spec.family].load_config.items():
+        assert getattr(lm.model.config, name) == value  # MAE: mask_ratio 0
     if key == "mae":
         assert lm.model.config.mask_ratio == 0.0
 
@@ -407,3 +416,77 @@ def test_local_folder_without_random_marker_is_reported_as_local(tiny_weights, t
     (tmp_path / "dinov2" / RANDOM_INIT_MARKER).unlink()
     lm = load_model("dinov2", weights_dir=tmp_path)
     assert lm.weights == f"local:{tmp_path / 'dinov2'}"
+
+
+# --- the family adapter table ------------------------------------------------------------------
+
+
+def _modules_named(model: torch.nn.Module, target: str) -> list[torch.nn.Module]:
+    """Modules matched by a PEFT-style target: the name equals it or ends with '.' + it."""
+    return [m for n, m in model.named_modules() if n == target or n.endswith("." + target)]
+
+
+@pytest.mark.parametrize("name", list(FAMILY_TABLE))
+def test_every_family_builds_a_tiny_eager_model(name):
+    """Each family's tiny config builds, runs the family's forward with eager attention and
+    returns one (B, heads, N, N) attention per layer; its LoRA targets are one Linear per layer."""
+    import transformers
+
+    from ssl_attn.models.loading import fix_mae_init
+
+    fam = FAMILY_TABLE[name]
+    if not fam.is_vit:  # the CNN: Grad-CAM stages instead of attention, no LoRA targets
+        import torchvision
+
+        assert fam.tiny_vision is None and fam.lora_targets == ()
+        model = torchvision.models.resnet50(weights=None)
+        assert all(isinstance(getattr(model, s), torch.nn.Sequential) for s in fam.stages)
+        return
+    cfg = tiny_config(name)
+    config = build_hf_config(cfg, attn_implementation="eager")
+    vision = getattr(config, "vision_config", None) or config
+    for key, value in fam.load_config.items():
+        setattr(vision, key, value)
+    loaded_cls, saved_cls = fam.classes(cfg["model_type"])
+    assert hasattr(transformers, saved_cls)
+    torch.manual_seed(0)
+    model = getattr(transformers, loaded_cls)._from_config(vision, attn_implementation="eager")
+    fix_mae_init(model)
+    model.eval()
+    patch = vision.patch_size
+    side = getattr(vision, "image_size", None) or 4 * patch  # NaFlex: no fixed image size
+    pv = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(0))
+    kwargs = {"interpolate_pos_encoding": True} if fam.interpolate_pos_encoding else {}
+    with torch.no_grad():
+        out = model(**fam.inputs(pv, patch), output_attentions=True, **kwargs)
+    if fam.check_output is not None:
+        fam.check_output(out)
+    n_layers, n_heads = vision.num_hidden_layers, vision.num_attention_heads
+    n_prefix = int(fam.has_cls) + (vision.num_register_tokens if fam.registers else 0)
+    n = n_prefix + (side // patch) ** 2
+    assert len(out.attentions) == n_layers == 2
+    for attn in out.attentions:
+        assert attn.shape == (2, n_heads, n, n)
+        torch.testing.assert_close(attn.sum(-1), torch.ones(2, n_heads, n))
+    if fam.post_norm is not None:
+        assert isinstance(getattr(model, fam.post_norm), torch.nn.LayerNorm)
+    assert fam.lora_targets
+    for target in fam.lora_targets:
+        found = _modules_named(model, target)
+        assert len(found) == n_layers, f"{name}: LoRA target {target!r} matches {len(found)}"
+        assert all(type(m) is torch.nn.Linear for m in found), target
+
+
+def test_family_table_is_the_one_source_of_family_facts():
+    from ssl_attn.models import FAMILIES, get_family
+
+    assert tuple(FAMILY_TABLE) == FAMILIES
+    for key in list_models():
+        spec = get_spec(key)
+        fam = get_family(spec.family)
+        assert spec.is_vit == fam.is_vit and spec.has_cls == fam.has_cls
+        assert set(spec.default_methods) <= set(fam.methods)
+        if fam.is_vit:
+            assert spec.model_class == fam.classes(spec.config_overrides["model_type"])[0]
+    with pytest.raises(ValueError, match="family 'vit' is not one of"):
+        get_family("vit")

@@ -18,6 +18,7 @@ from ssl_attn.attention.methods import (
     Rollout,
     TokenLayout,
 )
+from ssl_attn.models.families import get_family
 from ssl_attn.models.loading import LoadedModel
 from ssl_attn.models.registry import grid_shape
 
@@ -93,9 +94,10 @@ def _resolve_layers(layers: Sequence[int] | None, n_layers: int, key: str) -> li
 def _final_patch_tokens(loaded: LoadedModel, out: Any, layout: TokenLayout) -> np.ndarray:
     """(B, gh, gw, C) float16 final-layer patch tokens after the model's final norm."""
     hidden = out.last_hidden_state
-    if loaded.spec.family == "clip":
-        # CLIPVisionModel applies post_layernorm to the pooled CLS only; apply it to all tokens
-        hidden = loaded.model.post_layernorm(hidden)
+    post_norm = get_family(loaded.spec.family).post_norm
+    if post_norm is not None:
+        # e.g. CLIPVisionModel applies post_layernorm to the pooled CLS only: apply it to all
+        hidden = getattr(loaded.model, post_norm)(hidden)
     patches = hidden[:, layout.n_prefix :]
     b, _, c = patches.shape
     return patches.reshape(b, *layout.grid, c).to(torch.float16).cpu().numpy()
@@ -141,7 +143,7 @@ def extract_maps(
     hw = (int(pixel_values.shape[-2]), int(pixel_values.shape[-1]))
     grid = grid_shape(spec, hw)
 
-    if spec.family == "resnet":
+    if not get_family(spec.family).is_vit:
         return _extract_gradcam(loaded, pixel_values, layers, grid, chosen, embeddings)
 
     keep = _resolve_layers(layers, spec.n_layers, spec.key)
@@ -228,9 +230,6 @@ def _probe_hooks(loaded: LoadedModel, probe: ProbeAttention) -> list[Any]:
     ]
 
 
-_RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4")
-
-
 def _extract_gradcam(
     loaded: LoadedModel,
     pixel_values: torch.Tensor,
@@ -241,8 +240,9 @@ def _extract_gradcam(
 ) -> dict[str, np.ndarray]:
     if embeddings:
         raise ValueError(f"model {loaded.spec.key!r}: embeddings are only offered for ViTs")
-    keep = _resolve_layers(layers, len(_RESNET_STAGES), loaded.spec.key)
-    stages = [getattr(loaded.model, _RESNET_STAGES[i]) for i in keep]
+    names = get_family(loaded.spec.family).stages
+    keep = _resolve_layers(layers, len(names), loaded.spec.key)
+    stages = [getattr(loaded.model, names[i]) for i in keep]
     pv = pixel_values.to(device=loaded.device, dtype=loaded.dtype)
     maps = grad_cam(loaded.model, pv, stages, out_size=grid)
     return {"gradcam": maps.cpu().numpy()} if "gradcam" in chosen else {}

@@ -1,4 +1,8 @@
-"""Model registry, loading and geometry-exact preprocessing.
+"""Model registry, family adapters, loading and geometry-exact preprocessing.
+
+Families (DINOv2, DINOv3, MAE, CLIP, SigLIP, SigLIP 2, ResNet) differ only through their
+entry in :data:`FAMILY_TABLE` (:mod:`ssl_attn.models.families`); models are
+:class:`ModelSpec` entries, most of them :func:`vit_b` plus overrides.
 
 ``import ssl_attn.models`` stays light (registry only, no torch); the loading API
 (:func:`load_model`, :class:`LoadedModel`, :class:`Batch`) is imported on first use.
@@ -17,6 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ssl_attn.models.errors import GatedModelError, ModelLoadError, WeightsUnavailableError
+from ssl_attn.models.families import FAMILY_TABLE, Family, get_family
 from ssl_attn.models.hub_specs import spec_from_hub_config
 from ssl_attn.models.registry import (
     FAMILIES,
@@ -26,6 +31,7 @@ from ssl_attn.models.registry import (
     grid_shape,
     list_models,
     register_model,
+    vit_b,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,19 +40,23 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "FAMILIES",
+    "FAMILY_TABLE",
     "METHODS",
     "Batch",
+    "Family",
     "GatedModelError",
     "LoadedModel",
     "ModelLoadError",
     "ModelSpec",
     "WeightsUnavailableError",
+    "get_family",
     "get_spec",
     "grid_shape",
     "list_models",
     "load_model",
     "register_model",
     "spec_from_hub_config",
+    "vit_b",
 ]
 
 _LAZY = {

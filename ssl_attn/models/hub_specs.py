@@ -10,14 +10,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ssl_attn.models.registry import (
-    CLS_DEFAULT,
-    CLS_METHODS,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    SIGLIP_METHODS,
-    ModelSpec,
-)
+from ssl_attn.models.families import family_for_model_type, get_family
+from ssl_attn.models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 
 __all__ = [
     "family_for_model_type",
@@ -27,32 +21,7 @@ __all__ = [
 ]
 
 
-_HUB_TYPES: dict[str, tuple[str, str]] = {
-    # model_type in config.json -> (family, transformers class)
-    "dinov2_with_registers": ("dinov2", "Dinov2WithRegistersModel"),
-    "dinov2": ("dinov2", "Dinov2Model"),
-    "dinov3_vit": ("dinov3", "DINOv3ViTModel"),
-    "vit_mae": ("mae", "ViTMAEModel"),
-    "clip": ("clip", "CLIPVisionModel"),
-    "clip_vision_model": ("clip", "CLIPVisionModel"),
-    "siglip": ("siglip", "SiglipVisionModel"),
-    "siglip_vision_model": ("siglip", "SiglipVisionModel"),
-    "siglip2": ("siglip2", "Siglip2VisionModel"),
-    "siglip2_vision_model": ("siglip2", "Siglip2VisionModel"),
-}
-
 _PIL_RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
-
-
-def family_for_model_type(model_type: str) -> tuple[str, str]:
-    """``(family, transformers class name)`` for a config ``model_type``."""
-    try:
-        return _HUB_TYPES[model_type]
-    except KeyError:
-        raise ValueError(
-            f"config model_type {model_type!r} is not supported; supported: "
-            f"{', '.join(sorted(_HUB_TYPES))}"
-        ) from None
 
 
 def _vision_part(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -73,11 +42,11 @@ def spec_from_config_dict(
     """
     model_type = cfg.get("model_type", "")
     family, cls_name = family_for_model_type(model_type)
+    fam = get_family(family)
     v = _vision_part(cfg)
     patch = v.get("patch_size", 16)
     patch = int(patch[0] if isinstance(patch, (list, tuple)) else patch)
-    n_reg = int(v.get("num_register_tokens", 0) or 0)
-    has_cls = family not in ("siglip", "siglip2")
+    n_reg = int(v.get("num_register_tokens", 0) or 0) if fam.registers else 0
     notes = [f"spec read from the config of {checkpoint}"]
     mean, std, resample = IMAGENET_MEAN, IMAGENET_STD, "bicubic"
     if processor:
@@ -86,10 +55,6 @@ def spec_from_config_dict(
         resample = _PIL_RESAMPLE_NAMES.get(int(processor.get("resample", 3)), "bicubic")
     else:
         notes.append("no preprocessor_config.json: ImageNet mean/std and bicubic assumed")
-    if family in ("siglip", "siglip2"):
-        methods, default = SIGLIP_METHODS, SIGLIP_METHODS
-    else:
-        methods, default = CLS_METHODS, CLS_DEFAULT
     hidden = int(v.get("hidden_size", 768))
     return ModelSpec(
         key=key or checkpoint.rstrip("/").split("/")[-1],
@@ -98,16 +63,16 @@ def spec_from_config_dict(
         model_class=cls_name,
         patch_size=patch,
         n_registers=n_reg,
-        has_cls=has_cls,
+        has_cls=fam.has_cls,
         n_layers=int(v.get("num_hidden_layers", 12)),
         n_heads=int(v.get("num_attention_heads", 12)),
         hidden_size=hidden,
-        image_size=224 if family == "dinov2" else int(v.get("image_size", 224) or 224),
+        image_size=fam.native_size or int(v.get("image_size", 224) or 224),
         image_mean=mean,  # type: ignore[arg-type]
         image_std=std,  # type: ignore[arg-type]
         resample=resample,
-        methods=methods,
-        default_methods=default,
+        methods=fam.methods,
+        default_methods=fam.default_methods,
         config_overrides=cfg,
         gated=False,
         notes="; ".join(notes),
@@ -166,7 +131,8 @@ def spec_with_config(spec: ModelSpec, cfg: dict[str, Any]) -> ModelSpec:
     v = _vision_part(cfg)
     patch = v.get("patch_size", spec.patch_size)
     patch = int(patch[0] if isinstance(patch, (list, tuple)) else patch)
-    n_reg = int(v.get("num_register_tokens", 0) or 0) if spec.family in ("dinov2", "dinov3") else 0
+    registers = get_family(spec.family).registers
+    n_reg = int(v.get("num_register_tokens", 0) or 0) if registers else 0
     return replace(
         spec,
         patch_size=patch,

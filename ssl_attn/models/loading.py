@@ -26,7 +26,8 @@ from ssl_attn.models.errors import (
     WeightsUnavailableError,
     hub_errors,
 )
-from ssl_attn.models.hub_specs import family_for_model_type, spec_with_config
+from ssl_attn.models.families import family_for_model_type, get_family
+from ssl_attn.models.hub_specs import spec_with_config
 from ssl_attn.models.preprocess import RESIZE_NOTE, Batch, input_hw, preprocess_images
 from ssl_attn.models.registry import ModelSpec, get_spec, grid_shape
 
@@ -36,6 +37,7 @@ __all__ = [
     "ModelLoadError",
     "WeightsUnavailableError",
     "build_hf_config",
+    "fix_mae_init",
     "hub_errors",
     "load_model",
     "resolve_device",
@@ -181,27 +183,16 @@ class LoadedModel:
         Gradients follow the caller's grad mode.
         """
         pv = pixel_values.to(device=self.device, dtype=self.dtype)
-        fam = self.spec.family
-        if fam == "resnet":
+        fam = get_family(self.spec.family)
+        if not fam.is_vit:
             return self.model(pv)
-        b, _, h, w = pv.shape
-        gh, gw = grid_shape(self.spec, (h, w))
-        if fam == "siglip2":
-            return self.model(**_naflex_inputs(pv, self.spec.patch_size), **kwargs)
-        if fam in ("mae", "clip", "siglip"):
+        grid_shape(self.spec, tuple(pv.shape[-2:]))  # checks the sides against the patch size
+        if fam.interpolate_pos_encoding:
             kwargs.setdefault("interpolate_pos_encoding", True)
-        if fam == "mae":
-            n = gh * gw
-            noise = torch.arange(n, device=pv.device, dtype=torch.float32).expand(b, n)
-            out = self.model(pixel_values=pv, noise=noise, **kwargs)
-            expected = torch.arange(n, device=out.ids_restore.device).expand(b, n)
-            if out.mask.any() or not torch.equal(out.ids_restore, expected):
-                raise RuntimeError(
-                    "MAE patches were masked or shuffled (mask_ratio must be 0 and noise "
-                    "arange(N)); load the model through ssl_attn.models.load_model"
-                )
-            return out
-        return self.model(pixel_values=pv, **kwargs)
+        out = self.model(**fam.inputs(pv, self.spec.patch_size), **kwargs)
+        if fam.check_output is not None:
+            fam.check_output(out)
+        return out
 
     # -- facts ----------------------------------------------------------------------------------
     def facts(self, size: int | Sequence[int] | None = None) -> dict[str, Any]:
@@ -238,25 +229,8 @@ class LoadedModel:
             "attn_implementation": self.attn_implementation or "",
             "attention_precision": "captured in model dtype, upcast to float32 before reduction",
         }
-        if s.family == "resnet":
-            facts["gradcam_target"] = "top1_logit"
-            facts["gradcam_layers"] = ["layer1", "layer2", "layer3", "layer4"]
-            facts["gradcam_normalisation"] = "none (raw ReLU(sum_c alpha_c A_c))"
-        if s.family == "mae":
-            facts["mae_masking"] = "mask_ratio=0, noise=arange(N): all patches, raster order"
+        facts.update(json.loads(json.dumps(dict(get_family(s.family).facts))))  # a deep copy
         return facts
-
-
-def _naflex_inputs(pv: torch.Tensor, patch: int) -> dict[str, torch.Tensor]:
-    """Siglip2VisionModel inputs for full images: patches in raster order, all valid."""
-    b, c, h, w = pv.shape
-    gh, gw = h // patch, w // patch
-    # (B, C, gh, p, gw, p) -> (B, gh, gw, p, p, C) -> (B, N, p*p*C): the processor's layout
-    patches = pv.reshape(b, c, gh, patch, gw, patch).permute(0, 2, 4, 3, 5, 1)
-    patches = patches.reshape(b, gh * gw, patch * patch * c)
-    mask = torch.ones(b, gh * gw, dtype=torch.long, device=pv.device)
-    shapes = torch.tensor([[gh, gw]] * b, dtype=torch.long, device=pv.device)
-    return {"pixel_values": patches, "pixel_attention_mask": mask, "spatial_shapes": shapes}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,7 +284,7 @@ def load_model(
     dev = resolve_device(device)
     dt = resolve_dtype(dtype)
     hw = input_hw(spec, size)
-    if spec.family == "resnet":
+    if not get_family(spec.family).is_vit:
         model, weights, rev = _load_resnet(spec, weights_dir, random_init, seed)
         attn = None
     else:
@@ -351,15 +325,12 @@ def _load_hf(
         config = build_hf_config(spec.config_dict())
         fam, cls_name = family_for_model_type(spec.config_overrides["model_type"])
         vcfg = _vision_config(config)
-        if fam == "mae":
-            vcfg.mask_ratio = 0.0
+        for name, value in get_family(fam).load_config.items():
+            setattr(vcfg, name, value)
         cls = getattr(transformers, cls_name)
         torch.manual_seed(seed)
         model = cls._from_config(vcfg, attn_implementation=attn)
-        if fam == "mae":
-            from ssl_attn.models.testing import fix_mae_init
-
-            fix_mae_init(model)
+        fix_mae_init(model)
         return model, spec, "random-init", None
 
     local_checkpoint = weights_dir is None and Path(spec.checkpoint).is_dir()
@@ -391,9 +362,7 @@ def _load_hf(
         fam, cls_name = family_for_model_type(model_type)
     except ValueError as exc:
         raise ModelLoadError(f"model {spec.key!r} ({source}/config.json): {exc}") from None
-    siglips = {"siglip", "siglip2"}
-    compatible = {spec.family} | (siglips if spec.family in siglips else set())
-    if fam not in compatible:
+    if fam not in get_family(spec.family).accepts:
         raise ModelLoadError(
             f"model {spec.key!r}: {source}/config.json has model_type {model_type!r} "
             f"(family {fam!r}) but the spec is family {spec.family!r}; put the right checkpoint "
@@ -404,8 +373,7 @@ def _load_hf(
     if not weights.startswith("local:"):
         # the resolved commit keeps config and weights from one snapshot
         kwargs.update(revision=rev or revision, token=token)
-    if fam == "mae":
-        kwargs["mask_ratio"] = 0.0
+    kwargs.update(get_family(fam).load_config)
     with hub_errors(spec.checkpoint, spec.key), _quiet_transformers():
         model, info = cls.from_pretrained(source, **kwargs)
     missing = sorted(info.get("missing_keys") or [])
@@ -417,6 +385,23 @@ def _load_hf(
         )
     loaded_spec = spec_with_config(replace(spec, model_class=cls_name, family=fam), cfg)
     return model, loaded_spec, weights, rev
+
+
+def fix_mae_init(model: torch.nn.Module) -> None:
+    """Give a ViT-MAE built from a config its real initialisation (fixed 2-D sin-cos positions).
+
+    In this transformers version ``ViTMAEEmbeddings.initialize_weights`` returns early once the
+    patch projection was initialised, leaving zero position embeddings and a zero CLS token in
+    a model built from a config. We re-run it with the flag cleared. A no-op for models without
+    ViT-MAE embeddings, so it is safe to call on any freshly built model.
+    """
+    from transformers.models.vit_mae.modeling_vit_mae import ViTMAEEmbeddings
+
+    for mod in model.modules():
+        if isinstance(mod, ViTMAEEmbeddings):
+            mod.patch_embeddings.projection._is_hf_initialized = False
+            with torch.no_grad():
+                mod.initialize_weights()
 
 
 _STATE_SUFFIXES = (".pth", ".pt", ".safetensors")

@@ -4,7 +4,9 @@ Import-light on purpose (no torch, no transformers at import time): the CLI and 
 list models and compute grids without loading a deep-learning stack.
 
 Every architecture value of the six registered models is written out explicitly in
-``config_overrides`` and equals the ``config.json`` of the hub checkpoint (several transformers
+``config_overrides`` (the values the ViT-B/16 encoders share once, in :data:`VIT_B_CONFIG`;
+specs are :func:`vit_b` plus per-model overrides) and equals the ``config.json`` of the hub
+checkpoint (several transformers
 config classes default to other sizes, e.g. ``CLIPVisionConfig`` to patch 32 and
 ``DINOv3ViTConfig`` to ViT-S). The values are used to build full-size random models
 (:func:`ssl_attn.models.testing.save_random_model`) and are checked against hard-coded copies of
@@ -17,40 +19,31 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
+
+from ssl_attn.models.families import CLS_DEFAULT, CLS_METHODS, FAMILIES, METHODS, get_family
 
 __all__ = [
     "FAMILIES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "METHODS",
+    "VIT_B_CONFIG",
     "ModelSpec",
     "get_spec",
     "grid_shape",
     "list_models",
     "register_model",
+    "vit_b",
 ]
 
-#: Model families this package knows how to load and read attention from.
-FAMILIES = ("dinov2", "dinov3", "mae", "clip", "siglip", "siglip2", "resnet")
-
-#: Every attention method name (keys of :func:`ssl_attn.attention.extract_maps`'s result).
-METHODS = ("cls", "register_mass", "cls_self", "rollout", "mean_received", "probe", "gradcam")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 HALF = (0.5, 0.5, 0.5)
-
-CLS_METHODS = ("cls", "register_mass", "cls_self", "rollout", "mean_received")
-CLS_DEFAULT = ("cls", "register_mass", "cls_self", "rollout")
-SIGLIP_METHODS = ("mean_received", "probe")
-
-#: ResNet-50 strides: the Grad-CAM grid is layer1's (input / 4); input sides must be multiples
-#: of 32 so that every stage (layer4 = input / 32) tiles the image exactly.
-RESNET_GRID_STRIDE = 4
-RESNET_SIZE_MULTIPLE = 32
 
 
 @dataclass(frozen=True)
@@ -130,7 +123,7 @@ class ModelSpec:
     @property
     def is_vit(self) -> bool:
         """True for the transformer families, False for the CNN."""
-        return self.family != "resnet"
+        return get_family(self.family).is_vit
 
     def config_dict(self) -> dict[str, Any]:
         """A deep copy of :attr:`config_overrides`, safe to modify."""
@@ -141,26 +134,60 @@ class ModelSpec:
 # The six models of DESIGN.md §1. Values are those of each checkpoint's config.json.
 # ---------------------------------------------------------------------------------------------
 
-_DINOV2 = ModelSpec(
-    key="dinov2",
-    checkpoint="facebook/dinov2-with-registers-base",
-    family="dinov2",
-    model_class="Dinov2WithRegistersModel",
+#: The ViT-B/16 encoder every registered transformer shares (config.json keys); each spec below
+#: spells out every value that differs or that this base does not hold.
+VIT_B_CONFIG: Mapping[str, Any] = MappingProxyType({
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "image_size": 224,
+    "patch_size": 16,
+    "num_channels": 3,
+})
+
+
+def vit_b(key: str, checkpoint: str, family: str, **overrides: Any) -> ModelSpec:
+    """A :class:`ModelSpec` on the shared ViT-B base (12 layers, 12 heads, 768 wide, 224 px,
+    patch 16, ImageNet normalisation, bicubic), with the family's token facts and methods.
+
+    ``model_class`` defaults to the family's class for ``config_overrides["model_type"]``;
+    ``has_cls``, ``methods`` and ``default_methods`` to the family's; every other field to the
+    ViT-B value. ``overrides`` are any :class:`ModelSpec` fields.
+    """
+    fam = get_family(family)
+    model_type = overrides.get("config_overrides", {}).get("model_type", fam.model_type)
+    fields: dict[str, Any] = {
+        "key": key,
+        "checkpoint": checkpoint,
+        "family": family,
+        "model_class": fam.classes(model_type)[0],
+        "patch_size": 16,
+        "n_registers": 0,
+        "has_cls": fam.has_cls,
+        "n_layers": 12,
+        "n_heads": 12,
+        "hidden_size": 768,
+        "image_size": 224,
+        "image_mean": IMAGENET_MEAN,
+        "image_std": IMAGENET_STD,
+        "resample": "bicubic",
+        "methods": fam.methods,
+        "default_methods": fam.default_methods,
+    }
+    fields.update(overrides)
+    return ModelSpec(**fields)
+
+
+_DINOV2 = vit_b(
+    "dinov2",
+    "facebook/dinov2-with-registers-base",
+    "dinov2",
     patch_size=14,
     n_registers=4,
-    has_cls=True,
-    n_layers=12,
-    n_heads=12,
-    hidden_size=768,
-    image_size=224,
-    image_mean=IMAGENET_MEAN,
-    image_std=IMAGENET_STD,
     resample="bicubic",  # BitImageProcessor, resample=3
     config_overrides={
+        **VIT_B_CONFIG,
         "model_type": "dinov2_with_registers",
-        "hidden_size": 768,
-        "num_hidden_layers": 12,
-        "num_attention_heads": 12,
         "mlp_ratio": 4,  # intermediate size 3072; this config has no intermediate_size
         "hidden_act": "gelu",
         "hidden_dropout_prob": 0.0,
@@ -169,7 +196,6 @@ _DINOV2 = ModelSpec(
         "layer_norm_eps": 1e-6,
         "image_size": 518,  # position-embedding grid 37x37; the processor feeds 224
         "patch_size": 14,
-        "num_channels": 3,
         "qkv_bias": True,
         "layerscale_value": 1.0,
         "drop_path_rate": 0.0,
@@ -186,35 +212,21 @@ _DINOV2 = ModelSpec(
     ),
 )
 
-_DINOV3 = ModelSpec(
-    key="dinov3",
-    checkpoint="facebook/dinov3-vitb16-pretrain-lvd1689m",
-    family="dinov3",
-    model_class="DINOv3ViTModel",
-    patch_size=16,
+_DINOV3 = vit_b(
+    "dinov3",
+    "facebook/dinov3-vitb16-pretrain-lvd1689m",
+    "dinov3",
     n_registers=4,
-    has_cls=True,
-    n_layers=12,
-    n_heads=12,
-    hidden_size=768,
-    image_size=224,
-    image_mean=IMAGENET_MEAN,
-    image_std=IMAGENET_STD,
     resample="bilinear",  # DINOv3ViTImageProcessorFast, resample=2, 224x224, no crop
     config_overrides={
+        **VIT_B_CONFIG,
         "model_type": "dinov3_vit",
-        "hidden_size": 768,
         "intermediate_size": 3072,
-        "num_hidden_layers": 12,
-        "num_attention_heads": 12,
         "hidden_act": "gelu",
         "attention_dropout": 0.0,
         "initializer_range": 0.02,
         "layer_norm_eps": 1e-5,
         "rope_theta": 100.0,
-        "image_size": 224,
-        "patch_size": 16,
-        "num_channels": 3,
         "query_bias": True,
         "key_bias": False,
         "value_bias": True,
@@ -235,35 +247,20 @@ _DINOV3 = ModelSpec(
     ),
 )
 
-_MAE = ModelSpec(
-    key="mae",
-    checkpoint="facebook/vit-mae-base",
-    family="mae",
-    model_class="ViTMAEModel",
-    patch_size=16,
-    n_registers=0,
-    has_cls=True,
-    n_layers=12,
-    n_heads=12,
-    hidden_size=768,
-    image_size=224,
-    image_mean=IMAGENET_MEAN,
-    image_std=IMAGENET_STD,
+_MAE = vit_b(
+    "mae",
+    "facebook/vit-mae-base",
+    "mae",
     resample="bicubic",  # ViTImageProcessor of vit-mae-base, resample=3, 224x224
     config_overrides={
+        **VIT_B_CONFIG,
         "model_type": "vit_mae",
-        "hidden_size": 768,
         "intermediate_size": 3072,
-        "num_hidden_layers": 12,
-        "num_attention_heads": 12,
         "hidden_act": "gelu",
         "hidden_dropout_prob": 0.0,
         "attention_probs_dropout_prob": 0.0,
         "initializer_range": 0.02,
         "layer_norm_eps": 1e-12,
-        "image_size": 224,
-        "patch_size": 16,
-        "num_channels": 3,
         "qkv_bias": True,
         "decoder_num_attention_heads": 16,
         "decoder_hidden_size": 512,
@@ -279,18 +276,10 @@ _MAE = ModelSpec(
     ),
 )
 
-_CLIP = ModelSpec(
-    key="clip",
-    checkpoint="openai/clip-vit-base-patch16",
-    family="clip",
-    model_class="CLIPVisionModel",
-    patch_size=16,
-    n_registers=0,
-    has_cls=True,
-    n_layers=12,
-    n_heads=12,
-    hidden_size=768,
-    image_size=224,
+_CLIP = vit_b(
+    "clip",
+    "openai/clip-vit-base-patch16",
+    "clip",
     image_mean=CLIP_MEAN,
     image_std=CLIP_STD,
     resample="bicubic",  # CLIPImageProcessor, resample=3
@@ -315,15 +304,10 @@ _CLIP = ModelSpec(
             "initializer_factor": 1.0,
         },
         "vision_config": {
+            **VIT_B_CONFIG,
             "model_type": "clip_vision_model",
-            "hidden_size": 768,
             "intermediate_size": 3072,
             "projection_dim": 512,
-            "num_hidden_layers": 12,
-            "num_attention_heads": 12,
-            "num_channels": 3,
-            "image_size": 224,
-            "patch_size": 16,
             "hidden_act": "quick_gelu",
             "layer_norm_eps": 1e-5,
             "attention_dropout": 0.0,
@@ -337,23 +321,13 @@ _CLIP = ModelSpec(
     ),
 )
 
-_SIGLIP2 = ModelSpec(
-    key="siglip2",
-    checkpoint="google/siglip2-base-patch16-224",
-    family="siglip",
-    model_class="SiglipVisionModel",
-    patch_size=16,
-    n_registers=0,
-    has_cls=False,
-    n_layers=12,
-    n_heads=12,
-    hidden_size=768,
-    image_size=224,
+_SIGLIP2 = vit_b(
+    "siglip2",
+    "google/siglip2-base-patch16-224",
+    "siglip",
     image_mean=HALF,
     image_std=HALF,
     resample="bilinear",  # SiglipImageProcessor, resample=2, 224x224, no crop
-    methods=SIGLIP_METHODS,
-    default_methods=SIGLIP_METHODS,
     config_overrides={
         "model_type": "siglip",
         "initializer_factor": 1.0,
@@ -371,14 +345,9 @@ _SIGLIP2 = ModelSpec(
             "projection_size": 768,
         },
         "vision_config": {
+            **VIT_B_CONFIG,
             "model_type": "siglip_vision_model",
-            "hidden_size": 768,
             "intermediate_size": 3072,
-            "num_hidden_layers": 12,
-            "num_attention_heads": 12,
-            "num_channels": 3,
-            "image_size": 224,
-            "patch_size": 16,
             "hidden_act": "gelu_pytorch_tanh",
             "layer_norm_eps": 1e-6,
             "attention_dropout": 0.0,
@@ -468,12 +437,13 @@ def grid_shape(spec: ModelSpec, input_hw: int | tuple[int, int]) -> tuple[int, i
         h, w = input_hw, input_hw
     else:
         h, w = int(input_hw[0]), int(input_hw[1])
-    step = spec.patch_size if spec.is_vit else RESNET_SIZE_MULTIPLE
+    fam = get_family(spec.family)
+    step = spec.patch_size if fam.is_vit else fam.size_multiple
     if h <= 0 or w <= 0 or h % step or w % step:
         raise ValueError(
             f"input size {(h, w)} for model {spec.key!r}: both sides must be positive multiples "
-            f"of {step} (the {'patch size' if spec.is_vit else 'ResNet stride'})"
+            f"of {step} (the {'patch size' if fam.is_vit else 'ResNet stride'})"
         )
-    if spec.is_vit:
+    if fam.is_vit:
         return h // spec.patch_size, w // spec.patch_size
-    return h // RESNET_GRID_STRIDE, w // RESNET_GRID_STRIDE
+    return h // fam.grid_stride, w // fam.grid_stride

@@ -21,83 +21,11 @@ from typing import Any, Literal
 
 import torch
 
-from ssl_attn.models.loading import RANDOM_INIT_MARKER, build_hf_config
+from ssl_attn.models.families import get_family
+from ssl_attn.models.loading import RANDOM_INIT_MARKER, build_hf_config, fix_mae_init
 from ssl_attn.models.registry import ModelSpec, get_spec
 
-__all__ = ["fix_mae_init", "save_random_model", "tiny_config"]
-
-_SMALL = {
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-}
-
-#: family -> (changes for the top-level / vision config, changes for a text config)
-_TINY: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {
-    "dinov2": (
-        {
-            "hidden_size": 32,
-            "mlp_ratio": 2,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": 56,
-        },
-        None,
-    ),
-    "dinov3": ({**_SMALL, "image_size": 64}, None),
-    "mae": (
-        {
-            **_SMALL,
-            "image_size": 64,
-            "decoder_hidden_size": 32,
-            "decoder_intermediate_size": 64,
-            "decoder_num_hidden_layers": 1,
-            "decoder_num_attention_heads": 2,
-        },
-        None,
-    ),
-    "clip": (
-        {**_SMALL, "image_size": 64, "projection_dim": 16},
-        {**_SMALL, "vocab_size": 128, "max_position_embeddings": 16, "projection_dim": 16},
-    ),
-    "siglip": (
-        {**_SMALL, "image_size": 64},
-        {**_SMALL, "vocab_size": 128, "max_position_embeddings": 16, "projection_size": 32},
-    ),
-    "siglip2": (
-        {**_SMALL, "num_patches": 16},
-        {**_SMALL, "vocab_size": 128, "max_position_embeddings": 16, "projection_size": 32},
-    ),
-}
-
-_FULL_CLASS = {
-    # model_type -> the class the hub checkpoint was saved from
-    "dinov2_with_registers": "Dinov2WithRegistersModel",
-    "dinov2": "Dinov2Model",
-    "dinov3_vit": "DINOv3ViTModel",
-    "vit_mae": "ViTMAEForPreTraining",
-    "clip": "CLIPModel",
-    "siglip": "SiglipModel",
-    "siglip2": "Siglip2Model",
-}
-
-
-def fix_mae_init(model: torch.nn.Module) -> None:
-    """Give a freshly built ViT-MAE its real initialisation (fixed 2-D sin-cos positions).
-
-    In this transformers version ``ViTMAEEmbeddings.initialize_weights`` returns early once the
-    patch projection was initialised, leaving zero position embeddings and a zero CLS token in
-    a model built from a config. We re-run it with the flag cleared.
-    """
-    from transformers.models.vit_mae.modeling_vit_mae import ViTMAEEmbeddings
-
-    for mod in model.modules():
-        if isinstance(mod, ViTMAEEmbeddings):
-            mod.patch_embeddings.projection._is_hf_initialized = False
-            with torch.no_grad():
-                mod.initialize_weights()
-
+__all__ = ["save_random_model", "tiny_config"]
 
 def _sharpen_attention(model: torch.nn.Module) -> None:
     """Redraw query/key weights of a tiny model with std 1.5/sqrt(D).
@@ -119,21 +47,32 @@ def _sharpen_attention(model: torch.nn.Module) -> None:
             emb.register_tokens.normal_(0.0, 1.0)
 
 
-def tiny_config(spec: ModelSpec) -> dict[str, Any]:
-    """The spec's full config dict shrunk to a tiny model with the same token layout."""
-    cfg = spec.config_dict()
-    try:
-        top, text = _TINY[spec.family]
-    except KeyError:
-        raise ValueError(f"no tiny configuration for family {spec.family!r}") from None
+def tiny_config(spec: ModelSpec | str) -> dict[str, Any]:
+    """A full config dict shrunk to a tiny model with the same token layout.
+
+    ``spec``: a :class:`ModelSpec` (its full config is shrunk) or a family name (the family's
+    canonical ``model_type`` with transformers defaults, shrunk), using the family's
+    ``tiny_vision`` / ``tiny_text`` changes (:mod:`ssl_attn.models.families`).
+    """
+    if isinstance(spec, str):
+        fam = get_family(spec)
+        cfg: dict[str, Any] = {"model_type": fam.model_type}
+        if fam.nested:
+            cfg.update(vision_config={}, text_config={})
+    else:
+        fam = get_family(spec.family)
+        cfg = spec.config_dict()
+    if fam.tiny_vision is None:
+        raise ValueError(f"no tiny configuration for family {fam.name!r}")
+    top = copy.deepcopy(dict(fam.tiny_vision))
     if isinstance(cfg.get("vision_config"), dict):
-        cfg["vision_config"].update(copy.deepcopy(top))
-        if text is not None and isinstance(cfg.get("text_config"), dict):
-            cfg["text_config"].update(copy.deepcopy(text))
+        cfg["vision_config"].update(top)
+        if fam.tiny_text is not None and isinstance(cfg.get("text_config"), dict):
+            cfg["text_config"].update(copy.deepcopy(dict(fam.tiny_text)))
         if "projection_dim" in cfg:
             cfg["projection_dim"] = top.get("projection_dim", cfg["projection_dim"])
     else:
-        cfg.update(copy.deepcopy(top))
+        cfg.update(top)
     return cfg
 
 
@@ -164,7 +103,8 @@ def save_random_model(
               "note": "random weights written by ssl_attn.models.testing.save_random_model; "
                       "maps computed from them say nothing about the pretrained model"}
     (folder / RANDOM_INIT_MARKER).write_text(json.dumps(marker, indent=2))
-    if spec.family == "resnet":
+    fam = get_family(spec.family)
+    if not fam.is_vit:
         import torchvision
 
         arch = spec.config_overrides.get("arch", "resnet50")
@@ -183,7 +123,7 @@ def save_random_model(
 
     cfg = spec.config_dict() if size == "full" else tiny_config(spec)
     config = build_hf_config(cfg)
-    cls = getattr(transformers, _FULL_CLASS[cfg["model_type"]])
+    cls = getattr(transformers, fam.classes(cfg["model_type"])[1])
     model = cls(config)
     fix_mae_init(model)
     if size == "tiny":

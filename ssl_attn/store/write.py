@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+import zarr
 
 from .layout import _has_zarr_root, _open_group_ds
 from .schema import COMPLETE, IMAGE_DIM, VARIANT_DIM, StoreError
@@ -48,19 +49,100 @@ def _locate(path: Path, model_key: str, variant: str,
     return ds, variants.index(variant), np.array([index[str(i)] for i in image_ids])
 
 
-def _write_region(path: Path, model_key: str, data: dict[str, tuple[tuple[str, ...], Any]],
-                  v: int, start: int, stop: int) -> None:  # fmt: skip
-    region = {VARIANT_DIM: slice(v, v + 1), IMAGE_DIM: slice(start, stop)}
-    xr.Dataset(data).to_zarr(str(path), group=model_key, mode="r+", region=region,
-                             consolidated=False)  # fmt: skip
+def _write_region(path: Path, model_key: str, data: Mapping[str, tuple[tuple[str, ...], Any]],
+                  v: int, start: int, stop: int,
+                  arrays: Mapping[str, zarr.Array] | None = None) -> None:  # fmt: skip
+    """Write ``data`` (``{name: (dims, values (1, stop - start, ...))}``) at variant ``v``,
+    images ``start:stop``, into the group's Zarr ``arrays`` (opened here when not given)."""
+    if arrays is None:
+        group = zarr.open_group(str(path), path=model_key, mode="r+")
+        arrays = {name: group[name] for name in data}
+    for name, (_dims, values) in data.items():
+        arrays[name][v : v + 1, start:stop] = values
 
 
-def _mark_complete(path: Path, model_key: str, v: int, runs: list[tuple[int, int, int]]) -> None:
-    """Flip ``complete`` to True for the given runs (the last step of :func:`write_maps`)."""
+def _mark_complete(path: Path, model_key: str, v: int, runs: list[tuple[int, int, int]],
+                   arrays: Mapping[str, zarr.Array] | None = None) -> None:  # fmt: skip
+    """Flip ``complete`` to True for the given runs (the last step of a batch write)."""
     for start, stop, _ in runs:
         flags = np.ones((1, stop - start), dtype=bool)
         _write_region(path, model_key, {COMPLETE: ((VARIANT_DIM, IMAGE_DIM), flags)}, v, start,
-                      stop)  # fmt: skip
+                      stop, arrays)  # fmt: skip
+
+
+class GroupWriter:
+    """Writes batches of maps into one ``(model group, variant)`` of a store.
+
+    The group is read once, at construction: its variant index, image index and every
+    variable's dims, dtype and per-image shape; its Zarr arrays are opened once. Each
+    :meth:`write` then only checks the batch and writes it by region.
+
+    The group must exist (:func:`init_model_group`). Several writers (processes, shards) may
+    write disjoint images of one group at once: chunks hold one image, and writing data
+    changes no metadata.
+    """
+
+    def __init__(self, path: str | os.PathLike, model_key: str, variant: str) -> None:
+        self.path, self.model_key, self.variant = Path(path), model_key, variant
+        ds, self._v, _ = _locate(self.path, model_key, variant, [])
+        self._index = {str(v): i for i, v in enumerate(ds[IMAGE_DIM].values)}
+        #: ``{variable: (dims, dtype, per-image shape)}`` of every map variable of the group
+        self.variables: dict[str, tuple[tuple[str, ...], np.dtype, tuple[int, ...]]] = {
+            name: (tuple(var.dims), var.dtype, tuple(var.shape[2:]))
+            for name, var in ds.data_vars.items() if name != COMPLETE
+        }  # fmt: skip
+        group = zarr.open_group(str(self.path), path=model_key, mode="r+")
+        self._arrays = {name: group[name] for name in [*self.variables, COMPLETE]}
+
+    def write(self, image_ids: Sequence[str], maps: Mapping[str, np.ndarray]) -> None:
+        """Write one batch of maps, then mark those images complete.
+
+        Args:
+            image_ids: the ``B`` images of the batch (any order, no duplicates).
+            maps: ``{variable: array (B, *per-image shape)}`` for **every** variable of the
+                group (e.g. ``cls`` ``(B, L, H, gh, gw)``); cast to the stored dtype.
+
+        Maps are written by region (one write per contiguous run of store indices);
+        ``complete`` is set True only afterwards, so a crash leaves the images incomplete (and
+        a rerun rewrites them).
+        """
+        path, key = self.path, self.model_key
+        image_ids = [str(i) for i in image_ids]
+        if len(set(image_ids)) != len(image_ids):
+            raise StoreError(f"write_maps({key!r}): duplicate image_ids in one batch.")
+        missing = [i for i in image_ids if i not in self._index]
+        if missing:
+            raise StoreError(
+                f"{path}: group {key!r} has no image_id(s) {missing[:5]}; the group was "
+                "allocated for another image list."
+            )
+        expected = list(self.variables)
+        if sorted(maps) != sorted(expected):
+            raise StoreError(
+                f"{path}: group {key!r} stores {sorted(expected)} but write_maps got "
+                f"{sorted(maps)}; pass every variable (missing: "
+                f"{sorted(set(expected) - set(maps))}, unknown: "
+                f"{sorted(set(maps) - set(expected))})."
+            )
+        indices = np.array([self._index[i] for i in image_ids])
+        order = np.argsort(indices, kind="stable")
+        indices = indices[order]
+        arrays: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}
+        for name, (dims, dtype, shape) in self.variables.items():
+            array = np.asarray(maps[name])
+            want_shape = (len(image_ids), *shape)
+            if array.shape != want_shape:
+                raise StoreError(
+                    f"{path}: group {key!r}, variable {name!r}: got shape {array.shape}, the "
+                    f"store needs {want_shape} (B, {', '.join(dims[2:])})."
+                )
+            arrays[name] = (dims, array[order].astype(dtype, copy=False))
+        runs = _runs(indices)
+        for start, stop, offset in runs:
+            sl = slice(offset, offset + stop - start)
+            data = {name: (dims, a[sl][None]) for name, (dims, a) in arrays.items()}
+            _write_region(path, key, data, self._v, start, stop, self._arrays)
+        _mark_complete(path, key, self._v, runs, self._arrays)
 
 
 def write_maps(
@@ -79,41 +161,12 @@ def write_maps(
         maps: ``{variable: array (B, *per-image shape)}`` for **every** variable of the group
             (e.g. ``cls`` ``(B, L, H, gh, gw)``); cast to the stored dtype.
 
-    Maps are written by region (one ``to_zarr(region=...)`` per contiguous run of store
-    indices); ``complete`` is set True only afterwards, in a separate write, so a crash leaves
-    the images incomplete (and a rerun rewrites them). Needs no lock: chunks hold one image.
+    Maps are written by region (one write per contiguous run of store indices); ``complete``
+    is set True only afterwards, in a separate write, so a crash leaves the images incomplete
+    (and a rerun rewrites them). Needs no lock: chunks hold one image. Writing many batches of
+    one group: open a :class:`GroupWriter` once instead.
     """
-    path = Path(path)
-    image_ids = [str(i) for i in image_ids]
-    if len(set(image_ids)) != len(image_ids):
-        raise StoreError(f"write_maps({model_key!r}): duplicate image_ids in one batch.")
-    ds, v, indices = _locate(path, model_key, variant, image_ids)
-    expected = [k for k in ds.data_vars if k != COMPLETE]
-    if sorted(maps) != sorted(expected):
-        raise StoreError(
-            f"{path}: group {model_key!r} stores {sorted(expected)} but write_maps got "
-            f"{sorted(maps)}; pass every variable (missing: "
-            f"{sorted(set(expected) - set(maps))}, unknown: {sorted(set(maps) - set(expected))})."
-        )
-    order = np.argsort(indices, kind="stable")
-    indices = indices[order]
-    arrays = {}
-    for name in expected:
-        var = ds[name]
-        array = np.asarray(maps[name])
-        want_shape = (len(image_ids), *var.shape[2:])
-        if array.shape != want_shape:
-            raise StoreError(
-                f"{path}: group {model_key!r}, variable {name!r}: got shape {array.shape}, the "
-                f"store needs {want_shape} (B, {', '.join(var.dims[2:])})."
-            )
-        arrays[name] = (var.dims, array[order].astype(var.dtype, copy=False))
-    runs = _runs(indices)
-    for start, stop, offset in runs:
-        sl = slice(offset, offset + stop - start)
-        data = {name: (dims, a[sl][None]) for name, (dims, a) in arrays.items()}
-        _write_region(path, model_key, data, v, start, stop)
-    _mark_complete(path, model_key, v, runs)
+    GroupWriter(path, model_key, variant).write(image_ids, maps)
 
 
 def completed(path: str | os.PathLike, model_key: str, variant: str = "frozen") -> set[str]:
