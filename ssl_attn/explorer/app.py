@@ -142,15 +142,9 @@ class Explorer(pn.viewable.Viewer):
     def status(self) -> pn.pane.Markdown:
         """A one-line description of the selection (updates with every change)."""
         s = self.state
-        pane = pn.pane.Markdown(s.describe(), css_classes=["explorer-status"],
-                                sizing_mode="stretch_width",
+        return pn.pane.Markdown(pn.bind(lambda _: s.describe(), s.param.version),
+                                css_classes=["explorer-status"], sizing_mode="stretch_width",
                                 styles={"font-family": "monospace", "font-size": "0.9em"})
-
-        def update(*_):
-            pane.object = s.describe()
-
-        s.param.watch(update, "version")
-        return pane
 
     def tabs(self) -> pn.Tabs:
         """The secondary views in tabs. A tab's content is built the first time it is shown
@@ -170,7 +164,7 @@ class Explorer(pn.viewable.Viewer):
                 holders[index].objects = [views[index][1]]
 
         show(tabs.active)
-        tabs.param.watch(lambda event: show(event.new), "active")
+        pn.bind(show, tabs.param.active, watch=True)
         return tabs
 
     def main(self) -> pn.viewable.Viewable:
