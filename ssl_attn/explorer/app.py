@@ -142,9 +142,15 @@ class Explorer(pn.viewable.Viewer):
     def status(self) -> pn.pane.Markdown:
         """A one-line description of the selection (updates with every change)."""
         s = self.state
-        return pn.pane.Markdown(pn.bind(lambda _: s.describe(), s.param.version),
-                                css_classes=["explorer-status"], sizing_mode="stretch_width",
+        pane = pn.pane.Markdown(s.describe(), css_classes=["explorer-status"],
+                                sizing_mode="stretch_width",
                                 styles={"font-family": "monospace", "font-size": "0.9em"})
+
+        def show(_version: int) -> None:  # a bound watcher, not a ref (see explorer/events.py)
+            pane.object = s.describe()
+
+        pn.bind(show, s.param.version, watch=True)
+        return pane
 
     def tabs(self) -> pn.Tabs:
         """The secondary views in tabs. A tab's content is built the first time it is shown

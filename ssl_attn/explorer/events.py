@@ -2,30 +2,34 @@
 per-view record of which inputs changed.
 
 Everything else in the explorer uses param / Panel reactivity directly: the state's cascades
-(model → method → layer / head) are ``param.depends(watch=True)`` methods, panes show
-``pn.bind`` results (the status line, the box info, the leaderboard, the comparison tabs),
-the tabs and the image browser use ``pn.bind(..., watch=True)`` / ``param.depends``. What
-stays here, and why Panel's own reactivity is not used for it:
+(model → method → layer / head) are ``param.depends(watch=True)`` methods; the status line, the
+box info, the tab switcher are ``pn.bind(..., watch=True)`` callbacks; the image browser's filters
+are a ``param.depends`` method; the leaderboard and the comparison tabs are ``pn.bind``
+functions rendered by Panel. What stays here, and why Panel's own reactivity is not used for it:
 
 :class:`BatchedSelection` (base of ``ExplorerState``) bumps ``version`` once per user action,
-after the cascades, inside one ``panel.io.document.hold`` (and, while a HoloViews tab is
-shown, one Bokeh ``freeze``). With views watching the selection params directly
-(``param.depends`` / ``pn.bind`` on ``layer``, ``model`` ...):
+after the cascades, inside one ``panel.io.document.hold`` (and, while a HoloViews tab is shown,
+one Bokeh ``freeze``). With views watching the selection params directly (``param.depends`` /
+``pn.bind`` on ``layer``, ``model`` ...):
 
 - a model change reaches a view once per cascade step (the nested ``method`` / ``layer`` /
-  ``head`` update, then the ``model`` event itself), so each view needs a guard against doing
-  the work twice anyway;
+  ``head`` update, then the ``model`` event itself), so every view would need a guard against
+  doing its work twice anyway, and the HoloViews tabs would re-render twice (200–1300 ms each);
 - there is no single point where an action starts and ends, so nothing can wrap it in one
-  ``hold``: Panel holds the document for notebook (comm) changes only, so in ``panel serve``
-  every property assignment goes out as its own patch message; and nothing can wrap it in
+  ``hold``: Panel holds the document for notebook (comm) changes only, so under ``panel serve``
+  every property assignment would go out as its own patch message; and nothing can wrap it in
   one ``freeze``: each model a HoloViews pane replaces then makes Bokeh recompute the whole
-  document graph (~350 models, ~100 ms each time, measured on the full-size store).
+  document graph (~350 models, ~100 ms each time on the full-size store).
 
-The server time itself is the same either way (``benchmarks/explorer.py --repeats 10``,
-full-size store, one shared 2-core machine: all interactions p95 53–83 ms batched vs
-75 ms with per-event watchers and no hold; within the noise): the figures' updates are cheap
-because of :class:`Follower.changed`. The batching is kept for the message count and the
-freeze above, which the benchmark does not see.
+The benchmark's server time does not see either (``benchmarks/explorer.py --repeats 10`` on the
+full-size store with per-event watchers and no hold: p95 within the run-to-run noise of a shared
+2-core machine): the figures stay cheap because of :meth:`Follower.changed`. The batching is kept
+for the message count and the freeze.
+
+Panes that follow the signal are updated by ``pn.bind(show, ..., watch=True)`` assigning
+``pane.object``, not by handing Panel the bound function as the pane's object (a reference):
+measured on a rendered Markdown pane, 2.8–3.1 ms per update either way for the watcher forms vs
+3.5–3.8 ms for the reference (param's ``_sync_refs`` path), +0.7 ms per pane per click.
 
 :class:`Follower` (one per view) is what a view hangs on the signal: ``follow`` (call an update
 after each action while the view is shown; a hidden tab skips updates and catches up when shown

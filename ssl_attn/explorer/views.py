@@ -327,9 +327,15 @@ class AttentionView(_FigureView):
     def info_pane(self) -> pn.pane.Markdown:
         """The selected box's metrics (updates on tap and on any map change)."""
         if self._info is None:
-            trig = self.events.trigger("selected_box", *MAP_PARAMS, "percentile")
-            self._info = pn.pane.Markdown(pn.bind(lambda _: self.box_info(), trig.param.count),
-                                          css_classes=["box-info"], width=380, margin=(5, 20))
+            pane = pn.pane.Markdown(self.box_info(), css_classes=["box-info"], width=380,
+                                    margin=(5, 20))
+
+            def show(_count: int) -> None:  # a bound watcher, not a ref (see events.py)
+                pane.object = self.box_info()
+
+            pn.bind(show, self.events.trigger("selected_box", *MAP_PARAMS, "percentile")
+                    .param.count, watch=True)
+            self._info = pane
         return self._info
 
     def __panel__(self) -> pn.viewable.Viewable:
