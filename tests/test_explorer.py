@@ -409,6 +409,26 @@ def test_status_line_describes_the_selection(ex):
                             "head mean · box none")
 
 
+def test_one_signal_per_action_and_bound_panes_follow_it(ex):
+    s = ex.state
+    status, info = ex.status(), ex.attention.info_pane()
+    versions = []
+    s.param.watch(lambda e: versions.append(e.new), "version")
+    s.param.update(image_id="Q200_wd0", model="vit", method="cls", variant="frozen", layer=2)
+    n = len(versions)
+    s.model = "cnn"  # cascades method, layer and head: still one signal
+    assert len(versions) == n + 1 and (s.method, s.layer) == ("gradcam", 2)
+    assert status.object == s.describe()
+    s.model = "vit"
+    ex.attention.tap_at(6.0, -10.0)  # box 0: the info pane (pn.bind) shows its metrics
+    assert info.object == ex.attention.box_info() and "Box 0" in info.object
+    s.image_id = "Q100_wd0"  # clears the box in the same action
+    assert "tap a box" in info.object and "box none" in status.object
+    b = ex.browser  # param.depends on the browser's own filters
+    b.style = "Gothic"
+    assert list(b._table.value["image_id"]) == ["Q200_wd0"]
+
+
 @pytest.mark.slow
 def test_rendered_app_updates_the_image_glyph(ex):
     doc = Document()

@@ -146,10 +146,10 @@ class Explorer(pn.viewable.Viewer):
                                 sizing_mode="stretch_width",
                                 styles={"font-family": "monospace", "font-size": "0.9em"})
 
-        def update(*_):
+        def show(_version: int) -> None:  # a bound watcher, not a ref (see explorer/events.py)
             pane.object = s.describe()
 
-        s.param.watch(update, "version")
+        pn.bind(show, s.param.version, watch=True)
         return pane
 
     def tabs(self) -> pn.Tabs:
@@ -170,7 +170,7 @@ class Explorer(pn.viewable.Viewer):
                 holders[index].objects = [views[index][1]]
 
         show(tabs.active)
-        tabs.param.watch(lambda event: show(event.new), "active")
+        pn.bind(show, tabs.param.active, watch=True)
         return tabs
 
     def main(self) -> pn.viewable.Viewable:

@@ -71,7 +71,7 @@ class ModelComparison(_View):
         if arr is None:
             arr = np.zeros((1, 1))
             title += " (no map)"
-        boxes = self._memo("boxes", (s.image_id,), lambda: plots.boxes_element(
+        boxes = self.events.memo("boxes", (s.image_id,), lambda: plots.boxes_element(
             self._boxes(s.image_id), self._colors(), show_legend=False, tools=[]))
         m = plots.map_element(arr, w, h, label=str(method), cmap=s.cmap, alpha=s.alpha)
         return (self._photo(s.image_id) * m * boxes).opts(title=title)
@@ -149,7 +149,7 @@ class VariantComparison(_View):
         return pn.Column(
             pn.Param(s.param, parameters=["compare_variant"], show_name=False,
                      widgets={"compare_variant": {"name": "compare with"}}),
-            pn.bind(lambda _: self.layout(s.model), self._trigger("model").param.count))
+            pn.bind(lambda _: self.layout(s.model), self.events.trigger("model").param.count))
 
 
 class PatchSimilarity(_View):
@@ -249,4 +249,4 @@ class PatchSimilarity(_View):
             pn.Param(s.param, parameters=["sim_source"], show_name=False,
                      widgets={"sim_source": {"type": pn.widgets.RadioButtonGroup,
                                              "name": "reference"}}),
-            pn.bind(body, self._trigger("model", "variant").param.count))
+            pn.bind(body, self.events.trigger("model", "variant").param.count))

@@ -1,16 +1,18 @@
 """The explorer's shared selection: one ``param.Parameterized`` every view reads and writes.
 
 Changing ``model`` or ``method`` re-derives the valid ``variant`` / ``layer`` / ``head`` choices
-in one batched update, so views never see an impossible combination.
+in one batched update (``param.depends`` cascades), so views never see an impossible
+combination. The once-per-action ``version`` signal views listen to comes from
+:class:`~ssl_attn.explorer.events.BatchedSelection` (see there for why it is not plain
+``param.depends``).
 """
 
 from __future__ import annotations
 
-import panel as pn
 import param
-from panel.io.document import hold
 
 from ssl_attn.explorer.data import ExplorerData
+from ssl_attn.explorer.events import BatchedSelection
 from ssl_attn.plots import head_label
 
 __all__ = ["CMAPS", "SELECTION", "ExplorerState"]
@@ -23,7 +25,7 @@ SELECTION = ("image_id", "model", "variant", "method", "layer", "head", "metric"
              "compare_variant", "sim_source")
 
 
-class ExplorerState(param.Parameterized):
+class ExplorerState(BatchedSelection):
     """The current selection. ``layer = -1`` / ``head = -1`` mean "no layer" / head-mean."""
 
     image_id = param.Selector(default=None, objects=[], doc="Image shown by every view")
@@ -44,17 +46,11 @@ class ExplorerState(param.Parameterized):
     compare_variant = param.Selector(default=None, objects=[], doc="Variant vs frozen")
     sim_source = param.Selector(default="patch", objects=["patch", "box"],
                                 doc="Similarity reference: the tapped patch or the box mean")
-    version = param.Integer(default=0, precedence=-1,
-                            doc="Bumped once per consistent selection change (views listen)")
 
     def __init__(self, data: ExplorerData, **params) -> None:
         super().__init__(**params)
         self.data = data
-        self._depth = 0
-        #: Batch each action's document changes under one Bokeh ``freeze`` (set while a view
-        #: that replaces models, i.e. a HoloViews plot, is shown; see ``_bump``).
-        self.freeze_updates = False
-        self.param.watch(self._bump, list(SELECTION), precedence=10)
+        self._watch_selection(SELECTION)
         if not data.ok:
             return
         self.param.image_id.objects = list(data.image_ids)
@@ -111,49 +107,25 @@ class ExplorerState(param.Parameterized):
         upd.update(self._layer_head_for(model, method, keep))
         self.param.update(**upd)
 
-    # Each user action may cascade (model -> method -> layer objects ...). Cascades run with
-    # _depth > 0; ``version`` is bumped once, by the outermost event, so every view refreshes
+    # Each user action may cascade (model -> method -> layer objects ...). Cascades run inside
+    # ``cascade()``; ``version`` is bumped once, by the outermost event, so every view refreshes
     # exactly once per action and never sees a half-updated selection.
     @param.depends("model", watch=True, on_init=False)
     def _on_model(self) -> None:
         if self.data.ok and self.model is not None:
-            self._depth += 1
-            try:
+            with self.cascade():
                 self._sync_model()
-            finally:
-                self._depth -= 1
 
     @param.depends("method", watch=True, on_init=False)
     def _on_method(self) -> None:
         if self.data.ok and self.model is not None and self.method is not None:
-            self._depth += 1
-            try:
+            with self.cascade():
                 self.param.update(**self._layer_head_for(self.model, self.method, {}))
-            finally:
-                self._depth -= 1
 
     @param.depends("image_id", watch=True, on_init=False)
     def _on_image(self) -> None:
-        self._depth += 1
-        try:
+        with self.cascade():
             self.param.update(selected_box=-1, tap_x=None, tap_y=None)
-        finally:
-            self._depth -= 1
-
-    def _bump(self, *_events) -> None:
-        # Registered with a high precedence in __init__: runs after the cascades above.
-        if self._depth:
-            return
-        doc = pn.state.curdoc
-        if doc is None:
-            self.version += 1
-            return
-        # The views' updates go out together when the hold exits. ``freeze`` makes Bokeh
-        # recompute the whole model graph (~350 models, ~100 ms) once on exit: worth it only
-        # while HoloViews plots (which replace models, each change a recompute) are shown;
-        # the always-visible figures only assign data and plain properties.
-        with hold(doc, freeze=self.freeze_updates):
-            self.version += 1
 
     # ------------------------------------------------------------------ helpers
     def map_key(self) -> tuple:

@@ -44,7 +44,7 @@ class Leaderboard(_View):
         if self.data.scores is None:
             return _alert("No scores for this store: the leaderboard needs "
                           f"`{self.data.scores_path.name}` (run `ssl-attn score`).")
-        trig = self._trigger("method", "variant", "percentile")
+        trig = self.events.trigger("method", "variant", "percentile")
         return pn.Column(
             pn.bind(self._widget, trig.param.count),
             pn.pane.Markdown("Best layer per model by the mean over images (head-mean maps); "
@@ -75,7 +75,6 @@ class ImageBrowser(_View):
             titles={"thumb": "", "image_id": "image", "style_name": "style",
                     "n_boxes": "boxes"})
         self._table.param.watch(self._on_select, "selection")
-        self.param.watch(self._refilter, ["style", "feature", "search"])
         pn.state.onload(self._refilter)
 
     def filtered(self, thumbs: bool = True) -> pd.DataFrame:
@@ -101,6 +100,7 @@ class ImageBrowser(_View):
         b64 = base64.b64encode(jpg).decode("ascii")
         return f'<img src="data:image/jpeg;base64,{b64}" style="height:48px">'
 
+    @param.depends("style", "feature", "search", watch=True)
     def _refilter(self, *_) -> None:
         self._table.value = self.filtered()
 

@@ -5,15 +5,15 @@ Every view exposes plain builder methods (``map_values``, ``box_table``, ``grid`
 ...) that return numpy / pandas data, and HoloViews elements of them (``map_element``,
 ``heatmap`` ...; for notebooks and tests), for the *current* state, without a server. On screen
 they are drawn by the in-place Bokeh figures of :mod:`ssl_attn.explorer.figures`: each view
-listens to the state's ``version`` (bumped once per user action) and pushes only the parts whose
-inputs changed (the photo is not re-sent on a layer change; maps come from the cube cache of
-:class:`ExplorerData`). The tabbed views live in :mod:`~ssl_attn.explorer.compare` and
-:mod:`~ssl_attn.explorer.tables`.
+follows the state's once-per-action signal through its
+:class:`~ssl_attn.explorer.events.Follower` and pushes only the parts whose inputs changed (the
+photo is not re-sent on a layer change; maps come from the cube cache of :class:`ExplorerData`).
+The tabbed views live in :mod:`~ssl_attn.explorer.compare` and :mod:`~ssl_attn.explorer.tables`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,6 +22,7 @@ import panel as pn
 import param
 
 from ssl_attn import plots
+from ssl_attn.explorer.events import Follower
 from ssl_attn.explorer.figures import AttentionFigure, CurvesFigure, GridFigure
 from ssl_attn.explorer.state import ExplorerState
 
@@ -55,14 +56,8 @@ class TapStream:
         self._callback(x=x, y=y)
 
 
-class _Trigger(param.Parameterized):
-    """A counter that ``pn.bind`` / HoloViews streams listen to (see :meth:`_View._trigger`)."""
-
-    count = param.Integer(default=0)
-
-
 class _View(pn.viewable.Viewer):
-    """Base: holds the shared state and its data.
+    """Base: holds the shared state, its data and the view's :class:`Follower` (``events``).
 
     A view in a hidden tab is set inactive (:meth:`set_active`): it skips updates and catches
     up when shown again.
@@ -76,26 +71,16 @@ class _View(pn.viewable.Viewer):
         super().__init__(**params)
         self.state = state
         self.data = state.data
-        self.active = True
-        self._keys: dict[str, Hashable] = {}
-        self._updaters: list[Callable[[], None]] = []
+        self.events = Follower(state)
+
+    @property
+    def active(self) -> bool:
+        """False while the view's tab is hidden (it then skips updates)."""
+        return self.events.active
 
     def set_active(self, active: bool) -> None:
         """Show (True: bring every part up to date now) or hide (False: skip updates)."""
-        self.active = bool(active)
-        if self.active:
-            for update in self._updaters:
-                update()
-
-    def _follow(self, update: Callable[[], None]) -> None:
-        """Call ``update()`` after every user action while the view is active."""
-
-        def on_version(*_):
-            if self.active:
-                update()
-
-        self._updaters.append(update)
-        self.state.param.watch(on_version, "version")
+        self.events.set_active(active)
 
     def _size(self, image_id: str | None = None) -> tuple[int, int]:
         return self.data.image_size(image_id or self.state.image_id)
@@ -117,58 +102,10 @@ class _View(pn.viewable.Viewer):
     def _colors(self) -> dict[str, str]:
         return plots.feature_colors(self.data.features_by_frequency)
 
-    def _on_change(self, names: tuple[str, ...], callback: Callable[[], None]) -> None:
-        """Call ``callback()`` after a user action that changed any of the state's ``names``.
-
-        It listens to the state's ``version`` (bumped once per action, after cascades), so a
-        view is not refreshed by changes it does not show, nor twice for one action.
-        """
-        state = self.state
-        last = [tuple(getattr(state, n) for n in names)]
-
-        def update():
-            key = tuple(getattr(state, n) for n in names)
-            if key != last[0]:
-                last[0] = key
-                callback()
-
-        self._follow(update)
-
-    def _trigger(self, *names: str) -> _Trigger:
-        """A counter bumped once per user action that changes any of ``names``."""
-        trig = _Trigger()
-
-        def bump():
-            trig.count += 1
-
-        self._on_change(names, bump)
-        return trig
-
     def _stream(self, *names: str):
-        """A HoloViews ``Params`` stream on :meth:`_trigger` (for DynamicMaps)."""
+        """A HoloViews ``Params`` stream on the view's trigger for ``names`` (for DynamicMaps)."""
         hv = plots.hv_module()
-        return hv.streams.Params(self._trigger(*names), ["count"])
-
-    def _changed(self, name: str, key: Hashable) -> bool:
-        """True (and remember ``key``) when ``key`` differs from the last one seen for
-        ``name``: figures re-send a part only when its inputs changed."""
-        if self._keys.get(name, _UNSET) == key:
-            return False
-        self._keys[name] = key
-        return True
-
-    def _memo(self, name: str, key: Hashable, build: Callable[[], object]):
-        """The value built last time for ``name`` when ``key`` is unchanged, else a new one."""
-        memo = self.__dict__.setdefault("_memo_store", {})
-        hit = memo.get(name)
-        if hit is not None and hit[0] == key:
-            return hit[1]
-        value = build()
-        memo[name] = (key, value)
-        return value
-
-
-_UNSET = object()
+        return hv.streams.Params(self.events.trigger(*names), ["count"])
 
 
 class _FigureView(_View):
@@ -187,7 +124,7 @@ class _FigureView(_View):
         if self._figure is None:
             self._figure = self._build_figure()
             self.refresh()
-            self._follow(self.refresh)
+            self.events.follow(self.refresh)
         return self._figure
 
 
@@ -322,7 +259,7 @@ class AttentionView(_FigureView):
     def _box_data(self) -> dict:
         """Columns of the figure's boxes: geometry plus every per-box metric (NaN if none)."""
         s = self.state
-        geom = self._memo("box_geometry", s.image_id, lambda: self._box_geometry(s.image_id))
+        geom = self.events.memo("box_geometry", s.image_id, lambda: self._box_geometry(s.image_id))
         if not s.show_boxes:
             geom = {k: v[:0] for k, v in geom.items()}
         bi = geom["box_index"]
@@ -342,21 +279,21 @@ class AttentionView(_FigureView):
             return
         w, h = self._size()
         mkey = (s.model, s.variant, s.method, s.image_id, s.layer, s.head)
-        if self._changed("photo", (s.image_id,)):
+        if self.events.changed("photo", (s.image_id,)):
             f.set_photo(self._photo_rgb(s.image_id), w, h)
-        new_map = self._changed("map", mkey)
-        new_style = self._changed("style", (s.cmap, s.alpha))
+        new_map = self.events.changed("map", mkey)
+        new_style = self.events.changed("style", (s.cmap, s.alpha))
         if new_map:
             values = self._values_or_none()
             f.set_map(np.zeros((1, 1)) if values is None else values, w, h,
                       label=s.method or "attention", cmap=s.cmap, alpha=s.alpha)
         elif new_style:
             f.set_style(cmap=s.cmap, alpha=s.alpha)
-        if self._changed("outline", (mkey, s.percentile, s.show_outline)):
+        if self.events.changed("outline", (mkey, s.percentile, s.show_outline)):
             f.set_outline(self.outline())
-        if self._changed("boxes", (mkey, s.percentile, s.show_boxes)):
+        if self.events.changed("boxes", (mkey, s.percentile, s.show_boxes)):
             f.set_boxes(self._box_data())
-        if self._changed("selected", (s.image_id, s.selected_box)):
+        if self.events.changed("selected", (s.image_id, s.selected_box)):
             t = self._boxes(s.image_id)
             t = t[t.box_index == s.selected_box]
             f.set_selected(t.x0, t.y0, t.x1, t.y1)
@@ -393,10 +330,11 @@ class AttentionView(_FigureView):
             pane = pn.pane.Markdown(self.box_info(), css_classes=["box-info"], width=380,
                                     margin=(5, 20))
 
-            def update():
+            def show(_count: int) -> None:  # a bound watcher, not a ref (see events.py)
                 pane.object = self.box_info()
 
-            self._on_change(("selected_box", *MAP_PARAMS, "percentile"), update)
+            pn.bind(show, self.events.trigger("selected_box", *MAP_PARAMS, "percentile")
+                    .param.count, watch=True)
             self._info = pane
         return self._info
 
@@ -462,13 +400,13 @@ class LayerHeadGrid(_FigureView):
         f, s = self._figure, self.state
         if f is None:
             return
-        new_cells = self._changed("cells", tuple(getattr(s, n) for n in self.HEAT_PARAMS))
+        new_cells = self.events.changed("cells", tuple(getattr(s, n) for n in self.HEAT_PARAMS))
         if new_cells:
             layers, heads, vals = self._grid_or_empty()
             title, label, lower = self._title()
             f.set_cells([plots.head_label(h) for h in heads], [str(la) for la in layers], vals,
                         title=title, label=label, lower_is_better=lower)
-        if self._changed("marker", (s.layer, s.head)) or new_cells:
+        if self.events.changed("marker", (s.layer, s.head)) or new_cells:
             f.set_marker(plots.head_label(s.head), str(s.layer))
 
     def __panel__(self) -> pn.viewable.Viewable:
@@ -518,7 +456,7 @@ class LayerCurves(_FigureView):
         s = self.state
         summ = self.summary()
         key = tuple(getattr(s, n) for n in self.CURVE_PARAMS)  # what the summary depends on
-        means = self._memo("means", key, lambda: {
+        means = self.events.memo("means", key, lambda: {
             (str(m), int(la)): float(v)
             for m, la, v in zip(summ["model"], summ["layer"], summ["mean"])})
         mean = means.get((s.model, s.layer))
@@ -557,14 +495,14 @@ class LayerCurves(_FigureView):
         if f is None:
             return
         ckey = tuple(getattr(s, n) for n in self.CURVE_PARAMS)
-        new_curves = self._changed("curves", ckey)
+        new_curves = self.events.changed("curves", ckey)
         if new_curves:
             summ = self.summary()
             colors = plots.feature_colors(summ["model"].unique()) if len(summ) else {}
             label = self._label()
             f.set_curves(summ, colors, self.data.baselines(s.metric, s.percentile), label=label,
                          title=f"{label} per layer (head-mean maps, {s.variant})")
-        if self._changed("marker", (ckey, s.model, s.layer)):
+        if self.events.changed("marker", (ckey, s.model, s.layer)):
             f.set_marker(self.marker_points())
 
     def __panel__(self) -> pn.viewable.Viewable:
