@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 from _metrics_fixtures import BOXES, SIZES, model_group, write_dataset, write_store
 
-from ssl_attn.metrics import evaluate, make_target
+from ssl_attn.metrics import METRICS, evaluate, make_target
 from ssl_attn.metrics import scoring as scoring_mod
+from ssl_attn.metrics.scoring import compute as compute_mod
 from ssl_attn.metrics.scoring import default_scores_path, score
+from ssl_attn.metrics.scoring.layout import Layout, Packing
 
-_BASELINE = scoring_mod._baseline_block
+_BASELINE = compute_mod.baseline_block
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 
@@ -110,6 +112,76 @@ def test_nan_where_combinations_do_not_exist(scored):
     assert 0.0 < float(bl.sel(model="baseline:uniform", image_id="Q2_wd0")) < 0.3
 
 
+def test_variables_and_root_attrs_follow_the_registry(scored):
+    from ssl_attn import stats
+
+    ds = scored[1]
+    assert set(ds.data_vars) == set(METRICS) | {f"{k}_draw_std" for k in METRICS}
+    for k, m in METRICS.items():
+        assert ds[k].dims == ("model", "variant", "method", "layer", "head", *m.dims), k
+        assert ds[f"{k}_draw_std"].dims == ("model", *m.dims), k
+        assert ds[k].dtype == (np.float64 if m.level == "image" else np.float32), k
+    assert ds.attrs["stats_n_boot"] == stats.N_BOOT
+    assert ds.attrs["stats_seed"] == getattr(stats, "SEED", 0)
+    assert "stats_n_boot" not in ds.attrs["fingerprints"]
+
+
+def test_evaluate_returns_exactly_the_registry_names():
+    rng = np.random.default_rng(0)
+    maps = rng.random((3, 4, 4)).astype(np.float32)
+    tgt = _target("Q1_wd0", 32)
+    for t in (tgt, make_target(np.zeros((0, 4)), frame=32)):  # with boxes, and without
+        res = evaluate(maps, t, percentiles=(50, 90))
+        assert list(res) == list(METRICS)
+        for k, m in METRICS.items():
+            width = {"box": t.n_boxes, "feature": t.n_features}
+            want = ((3, 2) if m.per_percentile else (3, width[m.level]) if m.level in width
+                    else (3,))
+            assert res[k].shape == want, k
+
+
+def test_packed_layout_round_trips():
+    rng = np.random.default_rng(1)
+    maps = rng.random((5, 4, 4)).astype(np.float32)
+    tgt = _target("Q1_wd0", 32)  # 3 boxes of 2 feature types
+    res = evaluate(maps, tgt, percentiles=(50, 75, 90))
+    packing = Packing(n_percentiles=3, max_boxes=tgt.n_boxes + 2,
+                      max_features=tgt.n_features + 1)
+    packed = packing.pack(res)
+    assert packed.shape == (5, packing.n_out)
+    assert packing.n_out == sum(packing.width(k) for k in METRICS)
+    # The slices tile the packed axis in registry order.
+    stops = [0] + [sl.stop for sl in packing.slices.values()]
+    assert [sl.start for sl in packing.slices.values()] == stops[:-1]
+    assert stops[-1] == packing.n_out
+    back = packing.unpack(packed)
+    assert list(back) == list(METRICS)
+    for k, v in res.items():
+        got = back[k]
+        if v.ndim == 2 and METRICS[k].level != "image":
+            np.testing.assert_array_equal(got[:, :v.shape[1]], v, err_msg=k)
+            assert np.isnan(got[:, v.shape[1]:]).all(), k  # the image's unused slots
+        else:
+            np.testing.assert_array_equal(got, v, err_msg=k)
+    # Leading dims pass through: (2, 5, n_out) unpacks to (2, 5, ...).
+    two = packing.unpack(np.stack([packed, packed]))
+    np.testing.assert_array_equal(two["iou"][1], res["iou"])
+
+
+def test_region_rows_address_each_images_own_slots():
+    import pandas as pd
+
+    boxes = pd.DataFrame({"image_id": ["b", "b", "a"], "box_index": [0, 1, 0],
+                          "feature": ["x", "y", "x"], "label": [0, 1, 0]})
+    feats = pd.DataFrame({"image_id": ["b", "b", "a"], "label": [0, 1, 0],
+                          "name": ["x", "y", "x"], "n_boxes": [1, 1, 1]})
+    layout = Layout(["m"], ["frozen"], ["cls"], [-1], [-1], ["b", "a"], (90.0,), boxes, feats)
+    rows, slot = layout.region_rows("box")
+    assert rows.tolist() == [0, 0, 1] and slot.tolist() == [0, 1, 0]
+    rows, slot = layout.region_rows("feature")
+    assert rows.tolist() == [0, 0, 1] and slot.tolist() == [0, 1, 0]
+
+
 def test_center_baseline_equals_direct_evaluation(scored):
     from ssl_attn.metrics.baselines import center_map
 
@@ -124,14 +196,14 @@ def test_center_baseline_equals_direct_evaluation(scored):
 def test_resume_skips_unchanged_groups(store: Path, tmp_path: Path, monkeypatch):
     first = score(store, resolution=16, n_draws=2).load()
     calls: list[int] = []
-    real = scoring_mod._score_block
+    real = compute_mod.score_block
 
     def counting(maps, pos, **kw):
         calls.append(maps.shape[0])
         return real(maps, pos, **kw)
 
-    monkeypatch.setattr(scoring_mod, "_score_block", counting)
-    monkeypatch.setattr(scoring_mod, "_baseline_block",
+    monkeypatch.setattr(compute_mod, "score_block", counting)
+    monkeypatch.setattr(compute_mod, "baseline_block",
                         lambda *a, **k: pytest.fail("baselines must not be recomputed"))
     again = score(store, resolution=16, n_draws=2).load()
     assert calls == []  # nothing recomputed
@@ -145,7 +217,7 @@ def test_resume_skips_unchanged_groups(store: Path, tmp_path: Path, monkeypatch)
     tree = xr.DataTree.from_dict({"/": xr.Dataset(attrs=dict(root.attrs)),
                                   "/a": root["a"].to_dataset().load(), "/b": b})
     tree.to_zarr(str(store), mode="w", consolidated=True)
-    monkeypatch.setattr(scoring_mod, "_baseline_block", _BASELINE)
+    monkeypatch.setattr(compute_mod, "baseline_block", _BASELINE)
     third = score(store, resolution=16, n_draws=2).load()
     assert sum(calls) == 2  # model b's probe maps for its two images, nothing else
     np.testing.assert_array_equal(third["coverage"].sel(model="a").values,

@@ -7,9 +7,11 @@
 - :mod:`.wasserstein`: exact W1 on a coarse grid (the EMD metric).
 - :mod:`.target`: :func:`make_target` (an image's boxes in the evaluation frame).
 - :mod:`.resample`: bilinear upsampling and block-sum matrices.
-- :mod:`.registry`: ``METRICS`` metadata (name, long_name, direction, range, needs).
+- :mod:`.registry`: ``METRICS`` metadata (name, long_name, direction, range, needs, level):
+  the one list of metrics; :func:`evaluate`'s keys and the scores' variables follow it.
 - :mod:`.baselines`: uniform / center / saliency / sobel baseline maps.
-- :mod:`.scoring`: :func:`score` (store → scores Dataset, dask-parallel, resumable).
+- :mod:`.scoring`: :func:`score` (store → scores Dataset, dask-parallel, resumable), in
+  three steps: ``scoring.plan`` → ``scoring.compute`` → ``scoring.write``.
 
 Import-light: numpy only at import; xarray, dask and POT load when used.
 """

@@ -51,6 +51,8 @@ from contextlib import contextmanager
 import numpy as np
 
 from .ranking import Ranking, key_values, order_keys
+from .registry import METRICS, names
+from .registry import REGION_METRICS as _REGION_METRICS
 from .resample import bin_matrix, upsample
 from .target import DEFAULT_EMD_GRID, DEFAULT_TOLERANCE_PX, Target, make_target
 from .wasserstein import block_sums, ground_cost, w1
@@ -451,9 +453,10 @@ def emd(maps: np.ndarray, target: np.ndarray, grid: int = DEFAULT_EMD_GRID) -> n
 
 
 # ------------------------------------------------------------------ everything at once
-IMAGE_METRICS = ("coverage", "pointing", "pointing_tol", "area_precision", "roc_auc", "mse",
-                 "kl", "emd")
-REGION_METRICS = ("coverage", "iou", "pointing", "pointing_tol")
+#: Image-level metrics with one value per map (every image-level one but IoU), from ``METRICS``.
+IMAGE_METRICS: tuple[str, ...] = names("image", per_percentile=False)
+#: Region metrics, returned as ``box_<m>`` and ``feature_<m>`` (from the registry).
+REGION_METRICS: tuple[str, ...] = _REGION_METRICS
 
 
 def _evaluate_batch(b: EvalBatch, target: Target, percentiles: Sequence[float],
@@ -500,8 +503,10 @@ def evaluate(
 
     ``maps``: ``(n, gh, gw)`` native-grid maps of one image. ``target``: a :class:`Target`
     (see :func:`make_target`), or an ``(n_boxes, 4)`` box array turned into one with
-    ``frame``. Returns float64 arrays keyed by metric: ``iou`` ``(n, len(percentiles))``;
-    ``coverage, pointing, pointing_tol, area_precision, roc_auc, mse, kl, emd`` ``(n,)``;
+    ``frame``. Returns float64 arrays keyed by exactly the names of
+    :data:`~ssl_attn.metrics.registry.METRICS`, shaped by each metric's ``level``: ``iou``
+    (``per_percentile``) ``(n, len(percentiles))``; the other image-level metrics
+    (``coverage, pointing, pointing_tol, area_precision, roc_auc, mse, kl, emd``) ``(n,)``;
     ``box_<m>`` ``(n, n_boxes)`` and ``feature_<m>`` ``(n, n_features)`` for ``m`` in
     ``coverage, iou, pointing, pointing_tol`` (box IoU uses ``k`` = the box's own area).
     An image without boxes gives NaN everywhere. Maps are processed ``batch_size`` at a time.
@@ -512,11 +517,11 @@ def evaluate(
     if a.ndim == 2:
         a = a[None]
     n = a.shape[0]
-    nb, nf, npc = target.n_boxes, target.n_features, len(percentiles)
-    shapes = {"iou": (n, npc), **{k: (n,) for k in IMAGE_METRICS}}
-    for k in REGION_METRICS:
-        shapes[f"box_{k}"], shapes[f"feature_{k}"] = (n, nb), (n, nf)
-    res = {k: np.full(s, np.nan) for k, s in shapes.items()}
+    nb = target.n_boxes
+    width = {"box": nb, "feature": target.n_features}
+    res = {k: np.full((n, len(percentiles)) if m.per_percentile
+                      else (n, width[m.level]) if m.level in width else (n,), np.nan)
+           for k, m in METRICS.items()}
     if nb == 0 or n == 0:
         return res
     soft = _Soft(target.soft)
@@ -524,8 +529,9 @@ def evaluate(
                              axis=0).T.astype(np.float64)
     for s in range(0, n, batch_size):
         b = EvalBatch(a[s:s + batch_size], target.frame)
-        for k, v in _evaluate_batch(b, target, percentiles, soft, weights).items():
-            res[k][s:s + batch_size] = v
+        out = _evaluate_batch(b, target, percentiles, soft, weights)
+        for k, v in res.items():  # a metric without a kernel fails here, by name
+            v[s:s + batch_size] = out[k]
     return res
 
 

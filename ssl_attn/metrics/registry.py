@@ -4,6 +4,10 @@
 says which dims it has beyond ``model, variant, method, layer, head``: ``image`` (per
 ``image_id``, IoU also per ``percentile``), ``box`` (per expert box) or ``feature`` (per image
 and feature type: the union of that image's boxes of one type).
+
+``METRICS`` is the one list of metrics: :func:`ssl_attn.metrics.evaluate` returns exactly its
+keys, and scoring derives its variables, dims and packed layout from it. Adding a metric is one
+:class:`Metric` entry here plus its kernel in :func:`ssl_attn.metrics.core._evaluate_batch`.
 """
 
 from __future__ import annotations
@@ -11,7 +15,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["METRICS", "Metric"]
+__all__ = ["LEVEL_DIMS", "METRICS", "REGION_METRICS", "Metric", "names"]
+
+#: The scores dim each level adds after ``(model, variant, method, layer, head)``.
+LEVEL_DIMS: dict[str, str] = {"image": "image_id", "box": "box", "feature": "image_feature"}
 
 
 @dataclass(frozen=True)
@@ -20,7 +27,9 @@ class Metric:
 
     ``direction``: ``"higher"`` or ``"lower"`` is better. ``range``: ``(lo, hi)`` of possible
     values (``math.inf`` when unbounded). ``needs``: inputs besides the map, from ``mask``
-    (box pixels), ``soft_target`` and ``image``.
+    (box pixels), ``soft_target`` and ``image``. ``level``: ``image``, ``box`` or ``feature``
+    (see the module doc). ``per_percentile``: one value per IoU percentile (an extra trailing
+    ``percentile`` dim; only image-level IoU).
     """
 
     name: str
@@ -29,6 +38,13 @@ class Metric:
     range: tuple[float, float]
     needs: tuple[str, ...]
     level: str = "image"
+    per_percentile: bool = False
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        """Dims after ``(model, variant, method, layer, head)``: ``("image_id",)``,
+        ``("image_id", "percentile")``, ``("box",)`` or ``("image_feature",)``."""
+        return (LEVEL_DIMS[self.level], *(("percentile",) if self.per_percentile else ()))
 
     def attrs(self) -> dict[str, object]:
         """Attrs for the score variable (``range`` as a 2-list; inf written as a string)."""
@@ -42,7 +58,7 @@ _M = ("mask",)
 _S = ("soft_target",)
 _IMAGE = [
     Metric("iou", "IoU of the top-(100-p)% pixels with the union of the boxes", "higher",
-           (0.0, 1.0), _M),
+           (0.0, 1.0), _M, per_percentile=True),
     Metric("coverage", "Share of the (non-negative) map's energy inside the boxes", "higher",
            (0.0, 1.0), _M),
     Metric("pointing", "Pointing game, strict: the argmax lies inside a box", "higher",
@@ -65,10 +81,21 @@ _REGION = {
     "pointing_tol": ("Pointing game with 15 px tolerance, on {}", "higher"),
 }
 
-#: Every score variable's metadata, keyed by variable name.
+#: Base names of the region metrics; each is stored as ``box_<name>`` and ``feature_<name>``.
+REGION_METRICS: tuple[str, ...] = tuple(_REGION)
+
+#: Every score variable's metadata, keyed by variable name (image, then box, then feature).
 METRICS: dict[str, Metric] = {m.name: m for m in _IMAGE}
 for _level, _what in (("box", "one expert box"),
                       ("feature", "the union of an image's boxes of one feature type")):
     for _name, (_long, _dir) in _REGION.items():
         METRICS[f"{_level}_{_name}"] = Metric(f"{_level}_{_name}", _long.format(_what), _dir,
                                               (0.0, 1.0), _M, _level)
+
+
+def names(level: str | None = None, *, per_percentile: bool | None = None) -> tuple[str, ...]:
+    """Names in ``METRICS`` (registry order), optionally only those of one ``level`` and/or
+    with the given ``per_percentile`` flag."""
+    return tuple(k for k, m in METRICS.items()
+                 if (level is None or m.level == level)
+                 and (per_percentile is None or m.per_percentile == per_percentile))
