@@ -27,8 +27,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ssl_attn.explorer.scores import PRIMARY_ORDER, ScoresMixin
+from ssl_attn.store import decode_attr as _decode
+from ssl_attn.store import open_scores as _open_scores
 from ssl_attn.store.fast import direct_array, open_root, read_slice
-from ssl_attn.explorer.scores import PRIMARY_ORDER, ScoresMixin, _decode, _open_scores
 
 __all__ = [
     "MAP_METHODS",
