@@ -41,10 +41,12 @@ __all__ = [
     "best_from_values",
     "best_layer",
     "best_row",
+    "bests_from_values",
     "bootstrap_ci",
     "bootstrap_settings",
     "cohens_dz",
     "curve_from_values",
+    "curves_from_values",
     "direction",
     "holm",
     "layer_curve",
@@ -153,15 +155,19 @@ def _exact_quantiles(xs: np.ndarray, approx: np.ndarray, idx: np.ndarray, q: np.
     those with ``approx > a_hi + 2δ`` have ``e > e_(r)``, so ``e_(r)`` is the ``(r − L)``-th
     smallest exact mean inside the window ``[a_lo − 2δ, a_hi + 2δ]`` (``L`` resamples lie
     below it). ``np.quantile`` (linear) reads only these ranks: they are filled exactly into a
-    sorted stand-in of length ``n_boot``, which it reads identically. Rows whose window holds
-    over an eighth of the resamples (ties, a huge offset) take the definition directly.
+    sorted stand-in of length ``n_boot``, which it reads identically. Constant rows need one
+    exact mean (all are equal); rows whose window holds over a quarter of the resamples (many
+    ties, a huge offset) take the definition directly.
     """
     n_rows = xs.shape[0]
     n_boot, n = idx.shape
     ranks = np.concatenate(groups)
     values = np.zeros((n_rows, ranks.size))
     delta = 4.0 * (n + 2) * _EPS * np.max(np.abs(xs), axis=1)
-    direct = ~(np.isfinite(delta) & np.all(np.isfinite(approx), axis=1))
+    # A constant row: every resample sums the same n equal terms by the same pairwise tree, so
+    # every resampled mean is bit-identical to the first one (and so is every quantile).
+    const = np.all(xs == xs[:, :1], axis=1)
+    direct = ~(np.isfinite(delta) & np.all(np.isfinite(approx), axis=1)) & ~const
     part = np.sort(approx, axis=1)  # a full sort beats np.partition at these two edges
     pos = 0
     for g in groups:
@@ -170,16 +176,18 @@ def _exact_quantiles(xs: np.ndarray, approx: np.ndarray, idx: np.ndarray, q: np.
         inside = (approx >= w0) & (approx <= w1)
         n_in = inside.sum(axis=1)
         below = n_boot - n_in - (approx > w1).sum(axis=1)
-        direct |= n_in > n_boot // 8
-        inside[direct] = False
+        direct |= (n_in > n_boot // 4) & ~const
+        inside[direct | const] = False
         rows, cols = np.nonzero(inside)  # row-major: grouped by row
         exact = xs[rows[:, None], idx[cols]].mean(axis=1)  # row-wise, as bootstrap_ci sums
         order = np.lexsort((exact, rows))
-        start = np.concatenate([[0], np.cumsum(n_in * ~direct)[:-1]])
-        ok = np.flatnonzero(~direct)
+        start = np.concatenate([[0], np.cumsum(n_in * ~(direct | const))[:-1]])
+        ok = np.flatnonzero(~(direct | const))
         take = start[ok, None] + (g[None, :] - below[ok, None])
         values[ok, pos:pos + g.size] = exact[order][take]
         pos += g.size
+    for k in np.flatnonzero(const).tolist():
+        values[k] = xs[k][idx[:1]].mean(axis=1)[0]
     lengths = np.diff(np.concatenate([[0], ranks[1:], [n_boot]]))
     out = np.quantile(np.repeat(values, lengths, axis=1), q, axis=1)
     for k in np.flatnonzero(direct).tolist():  # the definition, for the rare fallback rows
@@ -245,6 +253,50 @@ def mean_ci(
 
 
 # ------------------------------------------------------------------ tables: numpy core
+def _layer_block(values: np.ndarray, layers: Sequence[int]) -> tuple[np.ndarray, list[int]]:
+    v = np.asarray(values)
+    layers = [int(la) for la in layers]
+    if v.ndim < 1 or v.shape[0] != len(layers):
+        raise ValueError(f"values have {v.shape[0] if v.ndim else 0} layers along axis 0; got "
+                         f"{len(layers)} layer labels")
+    return v.reshape(len(layers), -1), layers
+
+
+def curves_from_values(
+    values: Sequence[np.ndarray],
+    layers: Sequence[Sequence[int]],
+    *,
+    n_boot: int = N_BOOT,
+    ci: float = CI,
+    seed: int = SEED,
+) -> list[pd.DataFrame]:
+    """:func:`curve_from_values` of many ``(layer, ...)`` arrays (``layers[k]`` labelling
+    ``values[k]``) in one :func:`mean_ci` batch — one pass over the shared resampling counts
+    instead of one per curve (what the dashboard calls for all its models at once). The
+    numbers are those of :func:`curve_from_values` on each array alone."""
+    blocks = [_layer_block(v, la) for v, la in zip(values, layers, strict=True)]
+    if not blocks:
+        return []
+    width = max(b.shape[1] for b, _ in blocks)
+    stacked = np.full((sum(b.shape[0] for b, _ in blocks), width), np.nan)
+    start = 0
+    for b, _ in blocks:  # NaN padding: mean_ci drops it, the finite values keep their order
+        stacked[start:start + b.shape[0], : b.shape[1]] = b
+        start += b.shape[0]
+    mean, lo, hi, n = mean_ci(stacked, n_boot=n_boot, ci=ci, seed=seed)
+    out, start = [], 0
+    for b, la in blocks:
+        sl = slice(start, start + b.shape[0])
+        start += b.shape[0]
+        keep = n[sl] > 0
+        df = pd.DataFrame({"layer": np.asarray(la, dtype=np.int64)[keep],
+                           "mean": mean[sl][keep], "ci_lo": lo[sl][keep],
+                           "ci_hi": hi[sl][keep], "n": n[sl][keep].astype(np.int64)})
+        df.attrs = bootstrap_settings(n_boot=n_boot, seed=seed, ci=ci)
+        out.append(df)
+    return out
+
+
 def curve_from_values(
     values: np.ndarray,
     layers: Sequence[int],
@@ -256,21 +308,11 @@ def curve_from_values(
     """Per-layer mean and bootstrap CI of a ``(layer, ...)`` array (one model/variant/method/
     head; the trailing dims — images, boxes — are the sample, NaN dropped).
 
-    Returns columns ``layer, mean, ci_lo, ci_hi, n`` (layers without finite values left out),
-    with :func:`bootstrap_settings` in ``.attrs``. The one per-layer table of
-    :func:`layer_curve` and of the explorer's curves.
+    Returns columns ``layer, mean, ci_lo, ci_hi, n`` (layers without finite values left out;
+    ``ci_lo``/``ci_hi`` NaN below 2 values), with :func:`bootstrap_settings` in ``.attrs``.
+    The one per-layer table of :func:`layer_curve` and of the explorer's curves.
     """
-    v = np.asarray(values)
-    layers = [int(la) for la in layers]
-    if v.shape[0] != len(layers):
-        raise ValueError(f"values have {v.shape[0]} layers along axis 0; got {len(layers)} "
-                         "layer labels")
-    mean, lo, hi, n = mean_ci(v.reshape(len(layers), -1), n_boot=n_boot, ci=ci, seed=seed)
-    keep = n > 0
-    df = pd.DataFrame({"layer": np.asarray(layers, dtype=np.int64)[keep], "mean": mean[keep],
-                       "ci_lo": lo[keep], "ci_hi": hi[keep], "n": n[keep].astype(np.int64)})
-    df.attrs = bootstrap_settings(n_boot=n_boot, seed=seed, ci=ci)
-    return df
+    return curves_from_values([values], [layers], n_boot=n_boot, ci=ci, seed=seed)[0]
 
 
 def best_row(curve: pd.DataFrame, direction: str = "higher") -> pd.Series | None:
@@ -283,6 +325,35 @@ def best_row(curve: pd.DataFrame, direction: str = "higher") -> pd.Series | None
         return None
     means = curve["mean"]
     return curve.loc[means.idxmin() if direction == "lower" else means.idxmax()]
+
+
+def bests_from_values(
+    values: Sequence[np.ndarray],
+    layers: Sequence[Sequence[int]],
+    direction: str = "higher",
+    *,
+    n_boot: int = N_BOOT,
+    ci: float = CI,
+    seed: int = SEED,
+) -> list[pd.Series | None]:
+    """:func:`best_from_values` of many ``(layer, ...)`` arrays, bootstrapping their best
+    layers in one :func:`curves_from_values` batch (same numbers as one by one)."""
+    if direction not in ("higher", "lower"):
+        raise ValueError(f"direction must be 'higher' or 'lower'; got {direction!r}")
+    picks: list[tuple[np.ndarray, list[int]] | None] = []
+    for v, la in zip(values, layers, strict=True):
+        v, la = _layer_block(v, la)
+        mean, count = _layer_means(v)
+        have = np.flatnonzero(count > 0)
+        if have.size == 0:
+            picks.append(None)
+            continue
+        k = int(have[np.argmin(mean[have]) if direction == "lower" else np.argmax(mean[have])])
+        picks.append((v[k:k + 1], [la[k]]))
+    chosen = [p for p in picks if p is not None]
+    curves = iter(curves_from_values([v for v, _ in chosen], [la for _, la in chosen],
+                                     n_boot=n_boot, ci=ci, seed=seed))
+    return [None if p is None else next(curves).iloc[0] for p in picks]
 
 
 def best_from_values(
@@ -298,21 +369,8 @@ def best_from_values(
     the best mean (``direction`` as in :func:`best_row`; first layer on ties) — index ``layer,
     mean, ci_lo, ci_hi, n`` — bootstrapping only that layer. None when no layer has values.
     The one best-layer rule of :func:`best_layer` and of the explorer's leaderboard."""
-    if direction not in ("higher", "lower"):
-        raise ValueError(f"direction must be 'higher' or 'lower'; got {direction!r}")
-    v = np.asarray(values)
-    layers = [int(la) for la in layers]
-    if v.shape[0] != len(layers):
-        raise ValueError(f"values have {v.shape[0]} layers along axis 0; got {len(layers)} "
-                         "layer labels")
-    v = v.reshape(len(layers), -1)
-    mean, count = _layer_means(v)
-    have = np.flatnonzero(count > 0)
-    if have.size == 0:
-        return None
-    pick = have[np.argmin(mean[have]) if direction == "lower" else np.argmax(mean[have])]
-    curve = curve_from_values(v[pick:pick + 1], [layers[pick]], n_boot=n_boot, ci=ci, seed=seed)
-    return curve.iloc[0]
+    return bests_from_values([values], [layers], direction, n_boot=n_boot, ci=ci,
+                             seed=seed)[0]
 
 
 def direction(metric: str) -> str:

@@ -316,19 +316,27 @@ class ScoresMixin:
         parts = []
         if self.scores is not None and metric in self.metrics:
             table = self._model_layer_table(metric, variant, percentile)
+            picked = {}  # model -> (method used, cache key), in model order
+            todo = {}  # cache key -> (layer, image) values not yet summarised
             for model in self.score_models():
                 if model not in table.models:
                     continue
-                picked = self._method_values(table, model, method)
-                if picked is None:
+                got = self._method_values(table, model, method)
+                if got is None:
                     continue
-                use, values = picked
-                rkey = ("rows", metric, variant, percentile, model, use)
-                if rkey not in self._summary_cache:  # shared by every method falling back here
-                    self._summary_cache[rkey] = stats.curve_from_values(values, table.layers)
-                curve = self._summary_cache[rkey]
-                parts.append(curve.assign(model=model, method=use,
-                                          label=model if use == method else f"{model} ({use})"))
+                use, values = got
+                rkey = ("rows", metric, variant, percentile, model, use)  # shared by fallbacks
+                picked[model] = (use, rkey)
+                if rkey not in self._summary_cache:
+                    todo[rkey] = values
+            # All missing curves in one stats batch (one pass over the shared resampling).
+            curves = stats.curves_from_values(list(todo.values()),
+                                              [table.layers] * len(todo))
+            self._summary_cache.update(zip(todo, curves))
+            for model, (use, rkey) in picked.items():
+                parts.append(self._summary_cache[rkey].assign(
+                    model=model, method=use,
+                    label=model if use == method else f"{model} ({use})"))
         cols = ["model", "method", "label", "layer", "mean", "ci_lo", "ci_hi", "n"]
         df = (pd.concat(parts, ignore_index=True)[cols] if parts
               else pd.DataFrame(columns=cols)).rename(columns={"ci_lo": "lo", "ci_hi": "hi"})
@@ -346,16 +354,17 @@ class ScoresMixin:
         if (self.scores is not None and metric in self.metrics
                 and "frozen" in self._score_index["variant"]):
             table = self._model_layer_table(metric, "frozen", percentile)
-            way = self.metric_attrs(metric)["direction"]
+            todo = {}
             for m in table.models:
                 if not str(m).startswith(BASELINE_PREFIX):
                     continue
                 vals = table.of(m)
                 have = [k for k, v in enumerate(vals) if np.isfinite(v).any()]
-                best = (stats.best_from_values(vals[have[0]], table.layers, way)
-                        if have else None)
-                if best is not None:
-                    out[str(m)[len(BASELINE_PREFIX):]] = best
+                if have:
+                    todo[str(m)[len(BASELINE_PREFIX):]] = vals[have[0]]
+            bests = stats.bests_from_values(list(todo.values()), [table.layers] * len(todo),
+                                            self.metric_attrs(metric)["direction"])
+            out = {name: best for name, best in zip(todo, bests) if best is not None}
         self._summary_cache[key] = out
         return out
 
@@ -374,19 +383,23 @@ class ScoresMixin:
         out = []
         if self.scores is not None and metric in self.metrics:
             table = self._model_layer_table(metric, variant, percentile)
-            way = self.metric_attrs(metric)["direction"]
+            picked, todo = [], {}
             for model in self.score_models():
                 if model not in table.models:
                     continue
-                picked = self._method_values(table, model, method)
-                if picked is None:
+                got = self._method_values(table, model, method)
+                if got is None:
                     continue
-                use, values = picked
+                use, values = got
                 bkey = ("best-rows", metric, variant, percentile, model, use)
+                picked.append((model, use, bkey))
                 if bkey not in self._summary_cache:
-                    self._summary_cache[bkey] = stats.best_from_values(values, table.layers, way)
-                if self._summary_cache[bkey] is not None:
-                    out.append((model, use, self._summary_cache[bkey]))
+                    todo[bkey] = values
+            bests = stats.bests_from_values(list(todo.values()), [table.layers] * len(todo),
+                                            self.metric_attrs(metric)["direction"])
+            self._summary_cache.update(zip(todo, bests))
+            out = [(model, use, self._summary_cache[bkey]) for model, use, bkey in picked
+                   if self._summary_cache[bkey] is not None]
         self._summary_cache[key] = out
         return out
 
