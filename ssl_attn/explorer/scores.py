@@ -334,12 +334,17 @@ class ScoresMixin:
                                               [table.layers] * len(todo))
             self._summary_cache.update(zip(todo, curves))
             for model, (use, rkey) in picked.items():
-                parts.append(self._summary_cache[rkey].assign(
-                    model=model, method=use,
-                    label=model if use == method else f"{model} ({use})"))
-        cols = ["model", "method", "label", "layer", "mean", "ci_lo", "ci_hi", "n"]
-        df = (pd.concat(parts, ignore_index=True)[cols] if parts
-              else pd.DataFrame(columns=cols)).rename(columns={"ci_lo": "lo", "ci_hi": "hi"})
+                parts.append((model, use, model if use == method else f"{model} ({use})",
+                              self._summary_cache[rkey]))
+        # Plain column concatenation (cheaper than pd.concat on a method change).
+        sizes = [len(c) for *_, c in parts]
+        df = pd.DataFrame({
+            **{name: np.repeat(np.array([p[i] for p in parts], dtype=object), sizes).tolist()
+               for i, name in enumerate(("model", "method", "label"))},
+            **{out: (np.concatenate([c[col].to_numpy() for *_, c in parts]) if parts
+                     else np.zeros(0, dtype=np.int64 if col in ("layer", "n") else float))
+               for out, col in (("layer", "layer"), ("mean", "mean"), ("lo", "ci_lo"),
+                                ("hi", "ci_hi"), ("n", "n"))}})
         df.attrs = stats.bootstrap_settings()
         self._summary_cache[key] = df
         return df
