@@ -264,6 +264,68 @@ def test_leaderboard_best_layer_with_ci_and_baselines(ex):
                                                                                "coverage hi"]
 
 
+def _stats_scores(fix):
+    from ssl_attn.store import open_scores
+
+    return open_scores(fix.scores)
+
+
+@pytest.mark.parametrize("metric,method,percentile", [("coverage", "cls", 90),
+                                                      ("kl", "rollout", 90),
+                                                      ("iou", "cls", 50)])
+def test_curve_band_equals_stats_layer_curve(ex, fix, metric, method, percentile):
+    """The dashboard's curves and CI bands are ssl_attn.stats.layer_curve's numbers, exactly,
+    for every model (with the method each model falls back to), bootstrap settings recorded."""
+    from ssl_attn import stats
+
+    s = ex.state
+    s.param.update(metric=metric, method=method, variant="frozen", percentile=percentile)
+    summ = ex.curves.summary()
+    assert summ.attrs == stats.bootstrap_settings() == {
+        "n_boot": stats.N_BOOT, "seed": stats.SEED, "ci": stats.CI, "bootstrap": "percentile"}
+    scores = _stats_scores(fix)
+    assert set(summ["model"]) == {"vit", "sig", "cnn"}
+    for model, got in summ.groupby("model"):
+        use = got["method"].iloc[0]
+        want = stats.layer_curve(scores, metric, model, method=use, percentile=percentile)
+        assert want.attrs == summ.attrs
+        assert got["layer"].tolist() == want["layer"].tolist()
+        for a, b in (("mean", "mean"), ("lo", "ci_lo"), ("hi", "ci_hi"), ("n", "n")):
+            np.testing.assert_array_equal(got[a].to_numpy(), want[b].to_numpy())
+    vit = summ[summ.model == "vit"]
+    assert (vit["method"] == ("rollout" if method == "rollout" else "cls")).all()
+
+
+def test_leaderboard_and_baselines_equal_stats_best_layer(ex, fix):
+    """Leaderboard best layer, value and CI, and the baseline values, are
+    ssl_attn.stats.best_layer's, exactly."""
+    from ssl_attn import stats
+
+    df = ex.data.leaderboard("cls", "frozen", 90).set_index("model")
+    assert df.attrs == stats.bootstrap_settings()
+    scores = _stats_scores(fix)
+    for metric in ("coverage", "kl", "iou"):
+        label = ex.data.metric_label(metric, 90)
+        for model in ("vit", "sig", "cnn"):
+            use = df.loc[model, "method"]
+            want = stats.best_layer(scores, metric, models=[model], method=use,
+                                    percentile=90).iloc[0]
+            assert df.loc[model, f"{label} layer"] == want["layer"]
+            assert (df.loc[model, label], df.loc[model, f"{label} lo"],
+                    df.loc[model, f"{label} hi"]) == (want["mean"], want["ci_lo"],
+                                                      want["ci_hi"])
+        base = ex.data.baselines(metric, 90)
+        assert set(base) == {k.split(":")[1] for k in BASELINES}
+        for name, value in base.items():
+            want = stats.best_layer(scores, metric, models=[f"baseline:{name}"],
+                                    percentile=90).iloc[0]
+            assert value == want["mean"]
+            row = df.loc[f"baseline:{name}"]
+            assert (row[label], row[f"{label} lo"], row[f"{label} hi"]) == (
+                want["mean"], want["ci_lo"], want["ci_hi"])
+            assert pd.isna(row[f"{label} layer"])
+
+
 # ------------------------------------------------------------------------------ comparisons
 def test_model_comparison_uses_the_same_relative_depth(ex):
     s = ex.state

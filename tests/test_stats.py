@@ -8,12 +8,18 @@ import pytest
 import xarray as xr
 from scipy import stats as sps
 
+from ssl_attn import stats
 from ssl_attn.stats import (
+    best_from_values,
     best_layer,
+    best_row,
     bootstrap_ci,
+    bootstrap_settings,
     cohens_dz,
+    curve_from_values,
     holm,
     layer_curve,
+    mean_ci,
     paired_differences,
     paired_ttest,
     wilcoxon,
@@ -101,3 +107,80 @@ def test_paired_differences_family_and_holm():
     assert (best.layer_a.item(), best.layer_b.item()) == (1, 0)
     with pytest.raises(KeyError, match="no model 'nope'"):
         layer_curve(s, "iou", "nope")
+
+
+def test_one_documented_bootstrap_choice():
+    assert (stats.N_BOOT, stats.SEED, stats.CI) == (10_000, 0, 0.95)
+    assert bootstrap_settings() == {"n_boot": 10_000, "seed": 0, "ci": 0.95,
+                                    "bootstrap": "percentile"}
+    # bootstrap_ci's defaults are the module constants.
+    assert bootstrap_ci(A) == bootstrap_ci(A, n_boot=stats.N_BOOT, seed=stats.SEED, ci=stats.CI)
+    s = _scores()
+    for df in (layer_curve(s, "iou", "m1", n_boot=500), best_layer(s, "iou", n_boot=500),
+               paired_differences(s, "iou", "m1", "m2", n_boot=500),
+               curve_from_values(np.ones((2, 3)), [0, 1], n_boot=500)):
+        assert df.attrs == bootstrap_settings(n_boot=500)
+    assert layer_curve(s, "iou", "m1").attrs == bootstrap_settings()
+
+
+def _rows(rng: np.random.Generator) -> list[np.ndarray]:
+    """Rows that stress the exact fast path: sizes around numpy's pairwise-sum block (128),
+    constants (all resampled means tie), few distinct values, a huge offset, tiny values,
+    float32-rounded values with NaN holes."""
+    out = []
+    for n in (2, 3, 5, 8, 17, 128, 129, 139, 300):
+        out += [rng.random(n), np.full(n, 1 / 196), rng.integers(0, 3, n).astype(float),
+                1e6 + 1e-6 * rng.random(n), 1e-300 * rng.standard_normal(n),
+                -50 + 100 * rng.random(n)]
+        x = rng.random(n).astype(np.float32).astype(float)
+        x[rng.random(n) < 0.2] = np.nan
+        out.append(x)
+    return [*out, np.array([np.nan, 0.4, np.nan]), np.full(4, np.nan)]
+
+
+@pytest.mark.parametrize("n_boot,ci,seed", [(stats.N_BOOT, stats.CI, stats.SEED),
+                                            (1000, 0.9, 5), (37, 0.5, 1), (3, 0.9, 2)])
+def test_mean_ci_equals_bootstrap_ci_row_by_row(n_boot, ci, seed):
+    """The fast path gives bootstrap_ci's numbers bit for bit, and the plain float64 mean."""
+    rows = _rows(np.random.default_rng(n_boot))
+    for x in rows:
+        mean, lo, hi, n = mean_ci(x, n_boot=n_boot, ci=ci, seed=seed)
+        finite = x[np.isfinite(x)]
+        assert n.tolist() == [finite.size]
+        assert np.array_equal(mean, [finite.mean() if finite.size else np.nan], equal_nan=True)
+        want = bootstrap_ci(x, n_boot=n_boot, ci=ci, seed=seed)
+        assert np.array_equal([lo[0], hi[0]], want, equal_nan=True), (x, n_boot, ci)
+    # Many rows at once (equal and different finite counts) = row by row.
+    block = np.full((len(rows), 300), np.nan)
+    for i, x in enumerate(rows):
+        block[i, : x.size] = x
+    mean, lo, hi, n = mean_ci(block, n_boot=n_boot, ci=ci, seed=seed)
+    want = np.array([bootstrap_ci(x, n_boot=n_boot, ci=ci, seed=seed) for x in rows])
+    assert np.array_equal(np.c_[lo, hi], want, equal_nan=True)
+
+
+def test_curve_from_values_and_best_row_are_layer_curve_and_best_layer():
+    s = _scores()
+    for model in ("m1", "m2"):
+        values = s.iou.sel(model=model, percentile=90.0).squeeze(["variant", "method", "head"])
+        core = curve_from_values(values.values, [0, 1, 2], n_boot=500)
+        curve = layer_curve(s, "iou", model, n_boot=500)
+        pd.testing.assert_frame_equal(core, curve[["layer", "mean", "ci_lo", "ci_hi", "n"]])
+        for metric, way in (("iou", "higher"), ("kl", "lower")):
+            v = s[metric].sel(model=model).squeeze(drop=True)
+            v = v.sel(percentile=90.0) if "percentile" in v.dims else v
+            best = best_from_values(v.transpose("layer", ...).values, [0, 1, 2], way, n_boot=500)
+            row = best_row(curve_from_values(v.transpose("layer", ...).values, [0, 1, 2],
+                                             n_boot=500), way)
+            pd.testing.assert_series_equal(best, row, check_names=False)
+            ref = best_layer(s, metric, models=[model], n_boot=500).iloc[0]
+            assert best.to_dict() == {k: ref[k] for k in best.index}
+    # Layers without values are left out; a lone value has a mean but no CI.
+    vals = np.array([[np.nan, np.nan], [0.5, np.nan], [0.1, 0.3]])
+    curve = curve_from_values(vals, [3, 4, 5])
+    assert curve["layer"].tolist() == [4, 5] and curve["n"].tolist() == [1, 2]
+    assert curve["mean"].iloc[0] == 0.5 and np.isnan(curve["ci_lo"].iloc[0])
+    assert best_from_values(vals, [3, 4, 5])["layer"] == 4
+    assert best_from_values(np.full((2, 3), np.nan), [0, 1]) is None
+    with pytest.raises(ValueError, match="direction"):
+        best_row(curve, "up")

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ssl_attn.explorer.scores import PRIMARY_ORDER, ScoresMixin, _decode, _open_scores
+from ssl_attn.explorer.scores import ScoresMixin, fallback_method
 from ssl_attn.store import (
     MAP_METHODS,
     decode_attrs,
@@ -235,10 +235,7 @@ class ExplorerData(ScoresMixin):
 
     def primary_method(self, model: str, preferred: str | None = None) -> str | None:
         """``preferred`` when the model has it, else its first method in a fixed order."""
-        have = self.methods(model)
-        if preferred in have:
-            return preferred
-        return next((m for m in PRIMARY_ORDER if m in have), None)
+        return fallback_method(self.methods(model), preferred)
 
     def variants(self, model: str) -> list[str]:
         """Variant names of a model group (``frozen`` first)."""

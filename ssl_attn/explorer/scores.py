@@ -4,12 +4,18 @@
 (split out to keep modules small): one metric's ``(layer, head, image_id[, box])`` block per
 model/variant/method is read once and cached, so image, layer and head changes are numpy
 indexing; per-layer summaries and the leaderboard are cached per key.
+
+Every number shown — curve means, CI bands, best layers, baseline values — comes from
+:mod:`ssl_attn.stats` (:func:`~ssl_attn.stats.curve_from_values`,
+:func:`~ssl_attn.stats.best_from_values`) on the numpy arrays read here, with its one bootstrap
+choice (``stats.N_BOOT`` resamples, ``stats.SEED``, ``stats.CI``), so the dashboard equals
+``stats.layer_curve`` / ``stats.best_layer`` for the same selection. The settings are in the
+returned DataFrames' ``.attrs`` (:func:`ssl_attn.stats.bootstrap_settings`).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,60 +26,23 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ssl_attn.store.fast import direct_array, open_root, read_slice
+from ssl_attn import stats
+from ssl_attn.store import decode_attr, direct_array, open_root, read_slice
 
-__all__ = ["BASELINE_PREFIX", "PRIMARY_ORDER", "ScoresMixin"]
+__all__ = ["BASELINE_PREFIX", "PRIMARY_ORDER", "ScoresMixin", "fallback_method"]
 
-#: The method each model falls back to in all-model views when it lacks the chosen one.
+#: The method each model falls back to in all-model views when it lacks the chosen one (a UI
+#: choice; the one fallback order of the explorer).
 PRIMARY_ORDER = ("cls", "probe", "mean_received", "rollout", "gradcam")
 BASELINE_PREFIX = "baseline:"
 
 
-def _decode(value: Any) -> Any:
-    if isinstance(value, str) and value[:1] in "[{":
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
-
-
-def _open_scores(path: Path) -> xr.Dataset:
-    import zarr
-
-    store = zarr.storage.LocalStore(str(path), read_only=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=UserWarning)  # consolidated-v3 notice
-        return xr.open_dataset(store, engine="zarr", chunks=None)
-
-
-@functools.lru_cache(maxsize=32)
-def _bootstrap_indices(seed: int, n: int, n_boot: int) -> np.ndarray:
-    """The resampling indices ``(n_boot, n)`` of :func:`_bootstrap_ci` for one seed, drawn once:
-    every model's curve at a layer resamples with the same seed, so the draws are shared."""
-    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    idx.setflags(write=False)
-    return idx
-
-
-def _bootstrap_ci(
-    values: np.ndarray, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0
-) -> tuple[float, float, float]:
-    """Mean and percentile-bootstrap CI of the finite entries of a 1-D array.
-
-    Hand-written (a few lines of numpy) because it runs once per curve point in a hot path and
-    needs NaN-dropping and a fixed seed; returns ``(nan, nan, nan)`` for no finite values.
-    """
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return (np.nan, np.nan, np.nan)
-    if v.size == 1:
-        return (float(v[0]), float(v[0]), float(v[0]))
-    means = v[_bootstrap_indices(seed, v.size, n_boot)].mean(axis=1)
-    a = (1.0 - level) / 2.0
-    lo, hi = np.quantile(means, [a, 1.0 - a])
-    return (float(v.mean()), float(lo), float(hi))
+def fallback_method(have: Sequence[str], method: str | None) -> str | None:
+    """``method`` when among ``have`` (the methods with scores), else the first of
+    :data:`PRIMARY_ORDER` there, else ``have[0]``; None when ``have`` is empty."""
+    if method in have:
+        return method
+    return next((m for m in PRIMARY_ORDER if m in have), have[0] if have else None)
 
 
 @dataclass(frozen=True)
@@ -129,7 +98,7 @@ class ScoresMixin:
 
     def metric_attrs(self, metric: str) -> dict[str, Any]:
         """``direction``, ``range``, ``long_name`` of a score variable (decoded)."""
-        attrs = {k: _decode(v) for k, v in self.scores[metric].attrs.items()}
+        attrs = {k: decode_attr(v) for k, v in self.scores[metric].attrs.items()}
         attrs.setdefault("direction", "higher")
         attrs.setdefault("long_name", metric)
         return attrs
@@ -147,7 +116,8 @@ class ScoresMixin:
     def _read_scores(self, metric: str, percentile: int | None, dims_out: Sequence[str],
                      **sel: Any) -> np.ndarray:
         """``metric`` at the coordinate values ``sel`` (and ``percentile``, or the last one
-        when absent) as a numpy array with dims ``dims_out`` (:func:`ssl_attn.store.fast.read_slice`)."""
+        when absent) as a numpy array with dims ``dims_out``
+        (:func:`ssl_attn.store.fast.read_slice`)."""
         var = self.scores.variables[metric]
         pos: dict[str, int] = {d: self._score_index[d][v] for d, v in sel.items()
                                if d in var.dims}
@@ -319,58 +289,123 @@ class ScoresMixin:
         return [str(m) for m in self.scores["model"].values
                 if not str(m).startswith(BASELINE_PREFIX)]
 
+    def _method_values(self, table: LayerTable, model: str,
+                       method: str | None) -> tuple[str, np.ndarray] | None:
+        """``(method used, its (layer, image_id) values)`` of one model: ``method`` or the
+        fallback (:func:`fallback_method`); None when the model has no values at all."""
+        vals = table.of(model)  # (method, layer, image)
+        have = [m for m, v in zip(table.methods, vals) if np.isfinite(v).any()]
+        use = fallback_method(have, method)
+        return None if use is None else (use, vals[table.methods.index(use)])
+
     def layer_summary(
         self, metric: str, method: str, variant: str = "frozen", percentile: int | None = None,
     ) -> pd.DataFrame:
-        """Per model and layer: mean over images and a 95 % percentile-bootstrap CI.
+        """Per model and layer: mean over images and the percentile-bootstrap CI of
+        :func:`ssl_attn.stats.curve_from_values` (``stats.CI``, ``stats.N_BOOT`` resamples,
+        ``stats.SEED``; the settings in ``.attrs``).
 
         Each model uses ``method`` when it has scores for it, else its primary method (labelled
         ``model (method)``). Head: ``-1`` (the head-mean map). Rows ``model, method, label,
-        layer, mean, lo, hi, n`` (``n`` images with a finite score); NaN-only layers dropped.
+        layer, mean, lo, hi, n`` (``n`` images with a finite score; ``lo``/``hi`` NaN below 2);
+        NaN-only layers dropped.
         """
         key = ("summary", metric, method, variant, percentile)
         if key in self._summary_cache:
             return self._summary_cache[key]
-        rows = []
+        parts = []
         if self.scores is not None and metric in self.metrics:
             table = self._model_layer_table(metric, variant, percentile)
-            methods, layers = table.methods, table.layers
+            picked = {}  # model -> (method used, cache key), in model order
+            todo = {}  # cache key -> (layer, image) values not yet summarised
             for model in self.score_models():
                 if model not in table.models:
                     continue
-                vals = table.of(model)  # (method, layer, image)
-                have = [m for m, v in zip(methods, vals) if np.isfinite(v).any()]
-                if not have:
+                got = self._method_values(table, model, method)
+                if got is None:
                     continue
-                use = method if method in have else next(
-                    (m for m in PRIMARY_ORDER if m in have), have[0])
-                label = model if use == method else f"{model} ({use})"
-                rkey = ("rows", metric, variant, percentile, model, use)
-                if rkey not in self._summary_cache:  # shared by every method falling back here
-                    mv = vals[methods.index(use)]
-                    self._summary_cache[rkey] = [
-                        (layer, *_bootstrap_ci(mv[li], seed=li), int(np.isfinite(mv[li]).sum()))
-                        for li, layer in enumerate(layers) if np.isfinite(mv[li]).any()]
-                rows.extend((model, use, label, *r) for r in self._summary_cache[rkey])
-        df = pd.DataFrame(rows, columns=["model", "method", "label", "layer", "mean", "lo",
-                                         "hi", "n"])
+                use, values = got
+                rkey = ("rows", metric, variant, percentile, model, use)  # shared by fallbacks
+                picked[model] = (use, rkey)
+                if rkey not in self._summary_cache:
+                    todo[rkey] = values
+            # All missing curves in one stats batch (one pass over the shared resampling).
+            curves = stats.curves_from_values(list(todo.values()),
+                                              [table.layers] * len(todo))
+            self._summary_cache.update(zip(todo, curves))
+            for model, (use, rkey) in picked.items():
+                parts.append((model, use, model if use == method else f"{model} ({use})",
+                              self._summary_cache[rkey]))
+        # Plain column concatenation (cheaper than pd.concat on a method change).
+        sizes = [len(c) for *_, c in parts]
+        df = pd.DataFrame({
+            **{name: np.repeat(np.array([p[i] for p in parts], dtype=object), sizes).tolist()
+               for i, name in enumerate(("model", "method", "label"))},
+            **{out: (np.concatenate([c[col].to_numpy() for *_, c in parts]) if parts
+                     else np.zeros(0, dtype=np.int64 if col in ("layer", "n") else float))
+               for out, col in (("layer", "layer"), ("mean", "mean"), ("lo", "ci_lo"),
+                                ("hi", "ci_hi"), ("n", "n"))}})
+        df.attrs = stats.bootstrap_settings()
         self._summary_cache[key] = df
         return df
 
-    def baselines(self, metric: str, percentile: int | None = None) -> dict[str, float]:
-        """Mean over images of each baseline pseudo-model (``baseline:*``) for a metric."""
-        if self.scores is None or metric not in self.metrics:
-            return {}
-        out = {}
-        if "frozen" not in self._score_index["variant"]:
-            return {}
-        table = self._model_layer_table(metric, "frozen", percentile)
-        for m in table.models:
-            if str(m).startswith(BASELINE_PREFIX):
+    def _baseline_best(self, metric: str, percentile: int | None) -> dict[str, pd.Series]:
+        """Baseline name (without ``baseline:``) → :func:`ssl_attn.stats.best_from_values` of
+        its first method with values (as ``stats.best_layer`` picks; frozen, head −1)."""
+        key = ("baselines", metric, percentile)
+        if key in self._summary_cache:
+            return self._summary_cache[key]
+        out: dict[str, pd.Series] = {}
+        if (self.scores is not None and metric in self.metrics
+                and "frozen" in self._score_index["variant"]):
+            table = self._model_layer_table(metric, "frozen", percentile)
+            todo = {}
+            for m in table.models:
+                if not str(m).startswith(BASELINE_PREFIX):
+                    continue
                 vals = table.of(m)
-                finite = vals[np.isfinite(vals)]
-                if finite.size:
-                    out[str(m)[len(BASELINE_PREFIX):]] = float(finite.mean())
+                have = [k for k, v in enumerate(vals) if np.isfinite(v).any()]
+                if have:
+                    todo[str(m)[len(BASELINE_PREFIX):]] = vals[have[0]]
+            bests = stats.bests_from_values(list(todo.values()), [table.layers] * len(todo),
+                                            self.metric_attrs(metric)["direction"])
+            out = {name: best for name, best in zip(todo, bests) if best is not None}
+        self._summary_cache[key] = out
+        return out
+
+    def baselines(self, metric: str, percentile: int | None = None) -> dict[str, float]:
+        """Mean over images of each baseline pseudo-model (``baseline:*``) for a metric (the
+        ``mean`` of ``stats.best_layer`` for that pseudo-model)."""
+        return {name: float(best["mean"])
+                for name, best in self._baseline_best(metric, percentile).items()}
+
+    def _best(self, metric: str, method: str, variant: str,
+              percentile: int | None) -> list[tuple[str, str, pd.Series]]:
+        """Per non-baseline model: ``(model, method used, stats.best_from_values row)``."""
+        key = ("best", metric, method, variant, percentile)
+        if key in self._summary_cache:
+            return self._summary_cache[key]
+        out = []
+        if self.scores is not None and metric in self.metrics:
+            table = self._model_layer_table(metric, variant, percentile)
+            picked, todo = [], {}
+            for model in self.score_models():
+                if model not in table.models:
+                    continue
+                got = self._method_values(table, model, method)
+                if got is None:
+                    continue
+                use, values = got
+                bkey = ("best-rows", metric, variant, percentile, model, use)
+                picked.append((model, use, bkey))
+                if bkey not in self._summary_cache:
+                    todo[bkey] = values
+            bests = stats.bests_from_values(list(todo.values()), [table.layers] * len(todo),
+                                            self.metric_attrs(metric)["direction"])
+            self._summary_cache.update(zip(todo, bests))
+            out = [(model, use, self._summary_cache[bkey]) for model, use, bkey in picked
+                   if self._summary_cache[bkey] is not None]
+        self._summary_cache[key] = out
         return out
 
     def leaderboard(
@@ -378,7 +413,9 @@ class ScoresMixin:
         metrics: Sequence[str] | None = None,
     ) -> pd.DataFrame:
         """Models × metrics at each model's best layer (by the mean; direction-aware), with
-        95 % bootstrap CIs over images, plus baseline rows.
+        the bootstrap CI over images there, plus baseline rows — the rows of
+        :func:`ssl_attn.stats.best_from_values` (= ``stats.best_layer``); the bootstrap
+        settings in ``.attrs``.
 
         Columns: ``model, method`` then per metric ``<m>``, ``<m> lo``, ``<m> hi``,
         ``<m> layer``. The best layer is picked on the same images it is reported on, so the
@@ -388,30 +425,19 @@ class ScoresMixin:
         recs: dict[str, dict[str, Any]] = {}
         for metric in metrics:
             label = self.metric_label(metric, percentile)
-            lower = self.metric_attrs(metric)["direction"] == "lower"
-            summ = self.layer_summary(metric, method, variant, percentile)
-            for model, df in summ.groupby("model", sort=False):
-                best = df.loc[df["mean"].idxmin() if lower else df["mean"].idxmax()]
-                rec = recs.setdefault(str(model), {"model": str(model),
-                                                   "method": str(best["method"])})
+            for model, use, best in self._best(metric, method, variant, percentile):
+                rec = recs.setdefault(model, {"model": model, "method": use})
                 rec[label] = best["mean"]
-                rec[f"{label} lo"] = best["lo"]
-                rec[f"{label} hi"] = best["hi"]
+                rec[f"{label} lo"] = best["ci_lo"]
+                rec[f"{label} hi"] = best["ci_hi"]
                 rec[f"{label} layer"] = int(best["layer"])
-            if self.scores is not None and "frozen" in self._score_index["variant"]:
-                table = self._model_layer_table(metric, "frozen", percentile)
-                for m in table.models:
-                    if not str(m).startswith(BASELINE_PREFIX):
-                        continue
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN images
-                        per_image = np.nanmean(table.of(m), axis=(0, 1))
-                    mean, lo, hi = _bootstrap_ci(per_image)
-                    if not np.isfinite(mean):
-                        continue
-                    rec = recs.setdefault(str(m), {"model": str(m), "method": "baseline"})
-                    rec[label], rec[f"{label} lo"], rec[f"{label} hi"] = mean, lo, hi
+            for name, best in self._baseline_best(metric, percentile).items():
+                model = BASELINE_PREFIX + name
+                rec = recs.setdefault(model, {"model": model, "method": "baseline"})
+                rec[label], rec[f"{label} lo"], rec[f"{label} hi"] = (
+                    best["mean"], best["ci_lo"], best["ci_hi"])
         df = pd.DataFrame(list(recs.values()))
         for c in [c for c in df.columns if c.endswith(" layer")]:
             df[c] = df[c].astype("Int64")  # whole layers; <NA> for baselines
+        df.attrs = stats.bootstrap_settings()
         return df
