@@ -36,6 +36,16 @@ MAP_PARAMS = ["image_id", "model", "variant", "method", "layer", "head"]
 _GREY = np.full((2, 2, 3), 235, np.uint8)
 
 
+def _bootstrap_text() -> str:
+    """The CI convention shown under curves, read from :func:`ssl_attn.stats.bootstrap_settings`
+    (the one owner of the number of draws and the seed)."""
+    from ssl_attn import stats
+
+    b = stats.bootstrap_settings()
+    return (f"{b['ci']:.0%} percentile bootstrap over images ({b['n_boot']:,} draws, "
+            f"seed {b['seed']})")
+
+
 def _alert(text: str, kind: str = "info") -> pn.pane.Alert:
     return pn.pane.Alert(text, alert_type=kind, sizing_mode="stretch_width")
 
@@ -511,6 +521,6 @@ class LayerCurves(_FigureView):
                           f"`{self.data.scores_path.name}` (run `ssl-attn score`).")
         return pn.Column(
             pn.pane.Bokeh(self.figure().fig),
-            pn.pane.Markdown("Mean over images; band: 95 % percentile bootstrap over images "
-                             "(1000 draws, seeded). Dashed lines: baselines. ResNet-50 layers "
-                             "are Grad-CAM stages 1–4.", styles={"font-size": "0.85em"}))
+            pn.pane.Markdown(f"Mean over images; band: {_bootstrap_text()}. Dashed lines: "
+                             "baselines. ResNet-50 layers are Grad-CAM stages 1–4.",
+                             styles={"font-size": "0.85em"}))
