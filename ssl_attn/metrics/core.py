@@ -325,11 +325,17 @@ def _mse(b: EvalBatch, soft: _Soft, sum_at: np.ndarray | None = None) -> np.ndar
         lo, hi = b.vmin, b.vmax
         # Raw values are min-max scaled: a⁺ (the float64 copy every sum shares) equals them
         # when no value is negative.
-        d = b.nonneg - lo[:, None] if b.all_nonneg else b.flat.astype(np.float64) - lo[:, None]
+        x = b.nonneg if b.all_nonneg else b.flat
         with np.errstate(divide="ignore", invalid="ignore"):
-            d *= np.where(hi > lo, 1.0 / (hi - lo), np.nan)[:, None]
-        d -= soft.scaled
-        return np.einsum("ij,ij->i", d, d) / b.n_pixels
+            inv = np.where(hi > lo, 1.0 / (hi - lo), np.nan)
+        out = np.empty(b.n)
+        d = np.empty(b.n_pixels)  # one map at a time: the buffer stays in cache
+        for i in range(b.n):
+            np.subtract(x[i], lo[i], out=d)
+            d *= inv[i]
+            d -= soft.scaled
+            out[i] = d @ d
+        return out / b.n_pixels
 
 
 def _kl(b: EvalBatch, soft: _Soft) -> np.ndarray:

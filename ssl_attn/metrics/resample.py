@@ -82,17 +82,22 @@ def interpolation_matrix(n_in: int, n_out: int) -> np.ndarray:
     return _interp(int(n_in), int(n_out))
 
 
-def _lerp_axis(a: np.ndarray, axis: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
-    """The two gathers of a linear interpolation along ``axis`` of float64 ``a``: the lower
-    taps ``a[i0]`` and the steps ``a[i0 + 1] − a[i0]`` (0 at the last input), both with
-    ``n_out`` entries along ``axis``."""
-    i0, _ = _taps(a.shape[axis], n_out)
+@functools.lru_cache(maxsize=64)
+def _runs(n_in: int, n_out: int) -> tuple[tuple[int, int, int], ...]:
+    """``(start, end, i0)``: the runs of consecutive outputs that share the lower tap."""
+    i0, _ = _taps(n_in, n_out)
+    cut = np.flatnonzero(np.diff(i0)) + 1
+    starts, ends = np.r_[0, cut], np.r_[cut, n_out]
+    return tuple(zip(starts.tolist(), ends.tolist(), i0[starts].tolist()))
+
+
+def _steps(a: np.ndarray, axis: int) -> np.ndarray:
+    """``a[j + 1] − a[j]`` along ``axis`` (float64), 0 at the last entry."""
     step = np.zeros_like(a)
-    hi = [slice(None)] * a.ndim
-    lo = list(hi)
+    hi, lo = [slice(None)] * a.ndim, [slice(None)] * a.ndim
     hi[axis], lo[axis] = slice(1, None), slice(None, -1)
     np.subtract(a[tuple(hi)], a[tuple(lo)], out=step[tuple(lo)])
-    return np.take(a, i0, axis=axis), np.take(step, i0, axis=axis)
+    return step
 
 
 def upsample(maps: np.ndarray, frame: int | tuple[int, int] = 224) -> np.ndarray:
@@ -116,15 +121,26 @@ def upsample(maps: np.ndarray, frame: int | tuple[int, int] = 224) -> np.ndarray
     a = a.astype(np.float32, copy=False)
     if a.shape[1:] == (fh, fw):
         return a
-    # Columns first, on the native rows (small), then rows: the full-size pass gathers whole
-    # contiguous rows.
-    base, step = _lerp_axis(a.astype(np.float64), 2, fw)  # (n, gh, FW)
-    step *= _taps(a.shape[2], fw)[1]
-    base += step
-    base, step = _lerp_axis(base, 1, fh)  # (n, FH, FW)
-    step *= _taps(a.shape[1], fh)[1][:, None]
-    out = np.empty((a.shape[0], fh, fw), dtype=np.float32)
-    np.add(base, step, out=out, casting="same_kind")  # float64 sum, rounded once
+    n, gh, gw = a.shape
+    # Native rows first, laid out (gh, n, ·) so that each output row of every map is one
+    # contiguous line: columns r = a0 + fx·(a1 − a0), then per run of output rows sharing
+    # the lower tap i, out = r[i] + fy·(r[i + 1] − r[i]) on a block that stays in cache.
+    rows = a.transpose(1, 0, 2).astype(np.float64)  # (gh, n, gw)
+    x0, fx = _taps(gw, fw)
+    r = np.take(_steps(rows, 2), x0, axis=2)
+    r *= fx
+    r += np.take(rows, x0, axis=2)  # (gh, n, FW)
+    dr = _steps(r, 0)
+    fy = _taps(gh, fh)[1]
+    out = np.empty((n, fh, fw), dtype=np.float32)
+    out_rows = out.transpose(1, 0, 2)
+    runs = _runs(gh, fh)
+    block = np.empty((max(e - s for s, e, _ in runs), n, fw))
+    for s, e, i in runs:
+        t = block[:e - s]
+        np.multiply(fy[s:e, None, None], dr[i], out=t)
+        t += r[i]
+        np.copyto(out_rows[s:e], t, casting="same_kind")  # the one float32 rounding
     return out
 
 
