@@ -38,13 +38,12 @@ __all__ = [
     "layer_curves",
     "layer_head_heatmap",
     "map_element",
+    "mask_edges",
     "message_element",
     "outline_segments",
     "photo_element",
     "shift_element",
     "top_region_outline",
-    "top_region_threshold",
-    "upsample_map",
 ]
 
 
@@ -167,72 +166,51 @@ def map_element(
     return el.opts(**opts) if opts else el
 
 
-def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pixel-centre-aligned linear interpolation from ``n_in`` to ``n_out`` samples, edges
-    held: output ``u`` samples the input at ``c = (u + 0.5)·n_in/n_out − 0.5`` clamped to
-    ``[0, n_in − 1]``, i.e. ``(1 − f)·in[i0] + f·in[i1]``. Returns ``(i0, i1, f)``."""
-    c = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1.0)
-    i0 = np.floor(c).astype(np.int64)
-    return i0, np.minimum(i0 + 1, n_in - 1), c - i0
+def mask_edges(mask: np.ndarray) -> np.ndarray:
+    """The boundary of a pixel set as straight pieces along pixel edges: float ``(n, 4)``
+    rows ``x0, y0, x1, y1`` in frame-pixel units (x = column edge ``0 … FW``, y = row edge
+    ``0 … FH``, y down).
 
-
-def upsample_map(values: np.ndarray, resolution: int = 224) -> np.ndarray:
-    """Bilinear upsampling of a ``(gh, gw)`` map to ``resolution × resolution`` (float64).
-
-    Pixel-centre aligned (``align_corners=False``), edges held constant — the evaluation frame
-    of DESIGN.md §7; equal to ``scipy.ndimage.zoom(order=1, grid_mode=True, mode="nearest")``
-    (tested). NaNs are treated as 0. Hand-written as two separable gathers: scipy's import
-    alone costs the dashboard's cold start ~0.5 s, and the same interpolation as matrix
-    products goes through multi-threaded BLAS, which stalls for 10–20 ms on a loaded machine.
+    ``mask``: bool ``(FH, FW)``. An edge is drawn wherever a set pixel meets an unset one or
+    the frame's border (the mask is padded with unset pixels, so regions touching the border
+    close); runs of collinear edges are merged into one piece. The pieces enclose exactly the
+    set pixels (even-odd rule): no sub-pixel interpolation that could take in or leave out a
+    pixel. Empty mask → ``(0, 4)``.
     """
-    arr = np.nan_to_num(np.asarray(values, dtype=float))
-    if arr.ndim != 2:
-        raise ValueError(f"upsample_map: expected a 2-D (gh, gw) map, got shape {arr.shape}")
-    y0, y1, fy = _linear_taps(arr.shape[0], resolution)
-    x0, x1, fx = _linear_taps(arr.shape[1], resolution)
-    rows = arr[y0] * (1.0 - fy)[:, None] + arr[y1] * fy[:, None]  # (resolution, gw)
-    return rows[:, x0] * (1.0 - fx) + rows[:, x1] * fx
-
-
-def top_region_threshold(values: np.ndarray, percentile: float) -> float:
-    """The value above which the top ``(100 − percentile)`` % of pixels lie.
-
-    Keeps ``k = round(N·(100 − p)/100)`` pixels as IoU@p does (DESIGN.md §7); returns the k-th
-    highest value (ties may keep a few more pixels in an outline; the metric breaks them).
-    """
-    flat = np.asarray(values, dtype=float).ravel()
-    k = round(flat.size * (100.0 - percentile) / 100.0)
-    k = min(max(k, 1), flat.size)
-    # The k-th highest value: a partial sort (np.partition) is O(N), a full sort O(N log N).
-    return float(np.partition(flat, flat.size - k)[flat.size - k])
+    m = np.pad(np.asarray(mask, dtype=bool), 1)
+    vert = m[1:-1, 1:] != m[1:-1, :-1]  # (FH, FW + 1): edge at x = c between rows r, r + 1
+    horiz = m[1:, 1:-1] != m[:-1, 1:-1]  # (FH + 1, FW): edge at y = r between cols c, c + 1
+    pieces = []
+    for edges, vertical in ((vert.T, True), (horiz, False)):
+        # Runs of True along axis 1 of each line: starts where it turns on, ends where off.
+        step = np.diff(np.pad(edges, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+        line, start = np.nonzero(step == 1)
+        end = np.nonzero(step == -1)[1]  # same row-major order: pairs with the starts
+        line, start, end = (v.astype(float) for v in (line, start, end))
+        pieces.append(np.column_stack([line, start, line, end] if vertical
+                                      else [start, line, end, line]))
+    return np.vstack(pieces)
 
 
 def outline_segments(
     values: np.ndarray, width: float, height: float, percentile: float, *, resolution: int = 224
 ) -> np.ndarray:
-    """Outline of the top-``(100 − p)`` % region of a map, as IoU@p sees it: ``(n, 4)`` line
-    pieces ``x0, y0, x1, y1`` in the plot frame (``(0, 4)`` when the map is flat).
+    """Outline of the pixel set IoU@p counts for a map: ``(n, 4)`` line pieces
+    ``x0, y0, x1, y1`` in the plot frame (``(0, 4)`` when the set is empty, e.g. a map with NaN).
 
-    The map is upsampled to the ``resolution²`` evaluation frame (:func:`upsample_map`), the
-    threshold is :func:`top_region_threshold`, and the outline is the iso-line at that value
-    (contourpy's marching squares, called directly). The border is padded so regions touching
-    it close.
+    ``values``: the native-grid map ``(gh, gw)``. The set is :func:`ssl_attn.metrics.top_region`
+    (the metrics' own upsample to the ``resolution²`` evaluation frame and their top-``k`` tie
+    rule: exactly ``k = round_half_up(N·(100 − p)/100)`` pixels, ties by lower flat index), so
+    the outline encloses exactly the pixels IoU@p scored — on a flat map too, where the ties
+    give the first ``k`` pixels in row-major order. The pieces run along the frame pixels'
+    edges (:func:`mask_edges`), scaled to the ``width × height`` px photo (y negated).
     """
-    import contourpy
+    from ssl_attn.metrics.core import top_region
 
-    empty = np.zeros((0, 4))
-    up = upsample_map(values, resolution)
-    thr = top_region_threshold(up, percentile)
-    if not np.isfinite(thr) or up.max() <= up.min():
-        return empty
-    padded = np.pad(up, 1, constant_values=float(up.min()) - 1.0)
-    # Pixel centres of the evaluation frame, one padding pixel outside on every side.
-    xs = (np.arange(-1, resolution + 1) + 0.5) * (width / resolution)
-    ys = -(np.arange(-1, resolution + 1) + 0.5) * (height / resolution)
-    level = thr - 1e-9 * max(abs(thr), 1.0)
-    lines = contourpy.contour_generator(xs, ys, padded).lines(level)
-    pieces = [np.hstack([seg[:-1], seg[1:]]) for seg in lines if len(seg) > 1]
-    return np.vstack(pieces) if pieces else empty
+    seg = mask_edges(top_region(values, percentile, resolution))
+    seg[:, 0::2] *= width / resolution
+    seg[:, 1::2] *= -height / resolution
+    return seg
 
 
 def top_region_outline(

@@ -190,8 +190,11 @@ def test_tap_selects_the_box_and_shows_its_metrics(ex):
 
 
 def test_outline_keeps_the_top_region(ex):
+    from ssl_attn.metrics import top_region
+
     values = np.arange(1, 101, dtype=float).reshape(10, 10)
-    assert plots.top_region_threshold(values, 90) == 91.0  # top 10 of 100 pixels
+    top = top_region(values, 90, frame=10)  # a map at frame size: no resampling
+    np.testing.assert_array_equal(top, values >= 91.0)  # top 10 of 100 pixels
     s = ex.state
     s.param.update(image_id="Q100_wd0", model="vit", method="cls", layer=1, head=1,
                    variant="frozen", percentile=90)
@@ -629,14 +632,78 @@ def test_tabs_build_their_view_when_first_shown(ex):
 
 
 def test_upsample_map_is_pixel_centre_bilinear():
-    # 2 -> 4 px: output centres sample the input at -0.25, 0.25, 0.75, 1.25 (edges held).
-    up = plots.upsample_map(np.array([[0.0, 1.0], [0.0, 1.0]]), 4)
-    np.testing.assert_allclose(up, np.tile([0.0, 0.25, 0.75, 1.0], (4, 1)))
+    # The dashboard has no upsample of its own: the outline reads the metrics' upsample of a
+    # single map. 2 -> 4 px: output centres sample the input at -0.25, 0.25, 0.75, 1.25.
+    from ssl_attn.metrics import upsample
+
+    up = upsample(np.array([[0.0, 1.0], [0.0, 1.0]]), 4)[0]
+    np.testing.assert_array_equal(up, np.tile([0.0, 0.25, 0.75, 1.0], (4, 1)))
     from scipy import ndimage
 
-    arr = np.random.default_rng(0).random((4, 6))
-    ref = ndimage.zoom(arr, (224 / 4, 224 / 6), order=1, grid_mode=True, mode="nearest")
-    np.testing.assert_allclose(plots.upsample_map(arr, 224), ref, atol=1e-12)
+    arr = np.random.default_rng(0).random((4, 6)).astype(np.float32)  # what the metrics read
+    ref = ndimage.zoom(arr.astype(np.float64), (224 / 4, 224 / 6), order=1, grid_mode=True,
+                       mode="nearest")
+    # float32 frame values (what the metrics rank): the float64 value rounded once, so
+    # within half a float32 ulp of it (plus float64 rounding of the two computations).
+    up = upsample(arr, 224)[0]
+    assert up.dtype == np.float32
+    assert (np.abs(up - ref) <= np.spacing(ref.astype(np.float32)) / 2 + 1e-15).all()
+
+
+def _enclosed(seg: np.ndarray, shape: tuple[int, int], width: float, height: float
+              ) -> np.ndarray:
+    """bool ``shape``: which frame pixel centres the segments enclose (even-odd rule): a ray
+    from each centre to the right crosses the vertical pieces an odd number of times."""
+    fh, fw = shape
+    sx, sy = width / fw, height / fh
+    x0, y0, x1, y1 = seg[:, 0] / sx, -seg[:, 1] / sy, seg[:, 2] / sx, -seg[:, 3] / sy
+    vert = x0 == x1
+    assert (vert | (y0 == y1)).all()  # axis-aligned pieces only
+    cx = np.arange(fw) + 0.5
+    inside = np.zeros(shape, bool)
+    for xv, ya, yb in zip(x0[vert], np.minimum(y0, y1)[vert], np.maximum(y0, y1)[vert]):
+        rows = slice(int(np.rint(ya)), int(np.rint(yb)))
+        inside[rows] ^= (cx < xv)[None, :]
+    return inside
+
+
+def _boundary_length(mask: np.ndarray) -> int:
+    m = np.pad(mask, 1)
+    return int((m[1:] != m[:-1]).sum() + (m[:, 1:] != m[:, :-1]).sum())
+
+
+@pytest.mark.parametrize("kind", ["three_levels", "constant", "plateaus", "smooth", "border"])
+def test_outline_encloses_exactly_the_iou_top_k_pixels(kind):
+    """The outline at p encloses exactly the pixels IoU@p counts (the metrics' own top-k on
+    their own upsampled values), on maps full of ties, and nothing else is drawn."""
+    from ssl_attn.metrics import top_region, topk_size
+
+    rng = np.random.default_rng(len(kind))
+    if kind == "three_levels":
+        values = rng.integers(0, 3, (14, 14)).astype(float)
+    elif kind == "constant":
+        values = np.full((14, 14), 1 / 196)
+    elif kind == "plateaus":
+        values = np.repeat(np.repeat(rng.integers(0, 4, (4, 4)), 4, 0), 4, 1) / 7.0
+    elif kind == "smooth":
+        values = rng.random((16, 16))
+    else:  # the peak touches the frame's corner: the region must close along the border
+        values = np.zeros((14, 14))
+        values[0, 0] = 1.0
+    w, h, res = 640.0, 480.0, 56
+    for p in (50, 75, 90, 99):
+        seg = plots.outline_segments(values, w, h, p, resolution=res)
+        top = top_region(values, p, res)
+        assert top.sum() == topk_size(res * res, p)
+        np.testing.assert_array_equal(_enclosed(seg, (res, res), w, h), top)
+        length = np.abs(seg[:, 2] - seg[:, 0]) * res / w + np.abs(seg[:, 3] - seg[:, 1]) * res / h
+        assert round(length.sum()) == _boundary_length(top)  # only the boundary is drawn
+
+
+def test_outline_of_a_map_with_nan_is_empty():
+    values = np.ones((4, 4))
+    values[1, 2] = np.nan  # every metric of this map is NaN: no pixel set to outline
+    assert plots.outline_segments(values, 40.0, 30.0, 90).shape == (0, 4)
 
 
 def test_raw_reads_match_xarray_and_fall_back_when_decoding(ex, fix):

@@ -21,6 +21,7 @@ from ssl_attn.metrics import (
     pointing,
     roc_auc,
     soft_mse,
+    top_region,
     topk_size,
     upsample,
 )
@@ -54,6 +55,117 @@ def test_upsample_does_not_depend_on_batch_size():
     whole = upsample(maps, 224)
     for i in range(7):
         assert np.array_equal(upsample(maps[i:i + 1], 224)[0], whole[i])
+
+
+CONSTANTS = (1 / 196, 1 / 256, 0.3, 1e-6, 7.0)
+
+
+@pytest.mark.parametrize("grid", [14, 16])
+@pytest.mark.parametrize("value", CONSTANTS)
+def test_constant_map_stays_exactly_constant(grid, value):
+    """(S1/S2) A constant map upsamples to one value (float32 weights used to leave a
+    one-ulp ripple that then decided argmax and top-k), so the tie rule decides: argmax 0,
+    top-k = the first k pixels; its MSE is NaN (the shortcut formula used to give 0.0)."""
+    a = np.full((1, grid, grid), value, np.float32)
+    u = upsample(a, 224)
+    assert np.unique(u).size == 1 and u[0, 0, 0] == np.float32(value)
+    assert u.argmax() == 0
+    tgt = make_target(np.array([[0.1, 0.2, 0.3, 0.25]]))
+    res = evaluate(a, tgt)
+    assert np.isnan(res["mse"]).all()
+    assert np.isnan(soft_mse(a, tgt.soft.reshape(224, 224))).all()
+    top = top_region(a[0], 90)
+    k = topk_size(224 * 224, 90)
+    assert top.reshape(-1)[:k].all() and not top.reshape(-1)[k:].any()
+
+
+def test_issue_reproducer():
+    a = np.full((1, 14, 14), 1 / 196, np.float32)
+    u = upsample(a, 224)
+    assert (np.unique(u).size, u.argmax()) == (1, 0)
+    res = evaluate(a, make_target(np.array([[0.1, 0.2, 0.3, 0.25]])))["mse"]
+    assert res.shape == (1,) and np.isnan(res[0])
+
+
+def _mse_brute_force(maps: np.ndarray, soft: np.ndarray) -> np.ndarray:
+    up = upsample(maps, soft.shape).reshape(len(maps), -1).astype(np.float64)
+    t = soft.reshape(-1) / soft.sum()
+    t = (t - t.min()) / (t.max() - t.min())
+    a = (up - up.min(axis=1, keepdims=True)) / np.ptp(up, axis=1, keepdims=True)
+    return ((a - t) ** 2).mean(axis=1)
+
+
+@pytest.mark.parametrize("base", [0.3, 7.0, 1e-6, -2.5])
+def test_mse_of_near_constant_maps_is_exact(base):
+    """A real but tiny range (a few float32 ulps around a large offset) is scaled like any
+    other: the direct float64 MSE equals a brute force (the Σa² − 2·lo·Σa + N·lo² shortcut
+    cancelled every digit here)."""
+    rng = np.random.default_rng(11)
+    ulps = rng.integers(0, 4, (3, 14, 14))
+    maps = np.full(ulps.shape, base, np.float32)
+    for _ in range(3):  # add 0..3 ulps per pixel
+        step = ulps > 0
+        maps[step] = np.nextafter(maps[step], np.float32(np.inf))
+        ulps = ulps - step
+    assert np.unique(maps).size > 1
+    tgt = make_target(np.array([[0.1, 0.2, 0.3, 0.25], [0.6, 0.5, 0.3, 0.4]]), frame=56)
+    soft = tgt.soft.reshape(56, 56)
+    want = _mse_brute_force(maps, soft)
+    assert np.isfinite(want).all()
+    np.testing.assert_allclose(evaluate(maps, tgt)["mse"], want, rtol=1e-12)
+    np.testing.assert_allclose(soft_mse(maps, soft), want, rtol=1e-12)
+
+
+def _tie_heavy_maps(rng: np.random.Generator, grid: int) -> np.ndarray:
+    """Maps full of ties: constants, a few plateaus, quantised noise, and plain noise."""
+    maps = [np.full((grid, grid), v) for v in (0.0, 1 / 196, 0.3, 7.0)]
+    block = max(grid // 4, 1)
+    for _ in range(3):
+        cells = rng.integers(0, 3, (-(-grid // block),) * 2) / 3.0
+        maps.append(np.kron(cells, np.ones((block, block)))[:grid, :grid])
+    maps += [np.round(rng.random((grid, grid)) * 3) for _ in range(4)]
+    maps += [np.round(rng.random((grid, grid)), 1) - 0.5 for _ in range(2)]  # signed, ties
+    maps += [rng.random((grid, grid)) for _ in range(3)]
+    return np.stack(maps).astype(np.float32)
+
+
+@pytest.mark.parametrize("grid", [14, 16])
+def test_dashboard_values_and_region_are_the_metrics_own(grid):
+    """The upsample of one map (the dashboard's call) is bit for bit the batch's frame
+    values in EvalBatch/evaluate; top_region is exactly their top-k under the tie rule, and
+    IoU@p of that set with the union is evaluate's IoU@p for every p."""
+    from ssl_attn.metrics import EvalBatch
+
+    rng = np.random.default_rng(grid)
+    maps = _tie_heavy_maps(rng, grid)
+    boxes = np.array([[0.05, 0.1, 0.4, 0.35], [0.5, 0.45, 0.3, 0.5], [0.0, 0.0, 0.2, 0.2]])
+    for frame in (224, (112, 96)):
+        tgt = make_target(boxes, labels=[1, 2, 1], frame=frame, image_size=(480, 640))
+        fh, fw = tgt.frame
+        batch = EvalBatch(maps, tgt.frame).flat
+        res = evaluate(maps, tgt, batch_size=5)
+        union = tgt.union
+        for i, m in enumerate(maps):
+            one = upsample(m, tgt.frame)[0]
+            assert np.array_equal(one.reshape(-1), batch[i], equal_nan=True)
+            order = np.lexsort((np.arange(fh * fw), -(batch[i] + np.float32(0.0))))
+            for j, p in enumerate(PERCENTILES):
+                top = top_region(m, p, tgt.frame)
+                k = topk_size(fh * fw, p)
+                want = np.zeros(fh * fw, bool)
+                want[order[:k]] = True
+                np.testing.assert_array_equal(top.reshape(-1), want, err_msg=f"map {i}, p {p}")
+                inter = np.count_nonzero(top.reshape(-1) & union)
+                got = inter / np.count_nonzero(top.reshape(-1) | union)
+                assert got == res["iou"][i, j], (i, p)
+
+
+def test_top_region_of_a_map_with_nan_is_empty():
+    a = np.ones((4, 4), np.float32)
+    a[2, 1] = np.nan
+    assert not top_region(a, 50, 8).any()
+    with pytest.raises(ValueError, match="one \\(gh, gw\\) map"):
+        top_region(np.ones((2, 4, 4)), 90)
 
 
 def test_topk_size_rounds_half_up():

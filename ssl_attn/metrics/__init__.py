@@ -1,12 +1,13 @@
 """Map-vs-box alignment metrics, baselines and scoring of attention stores (DESIGN.md §7).
 
 - :mod:`.core`: the metric functions on numpy arrays (``iou``, ``coverage``, ``pointing``,
-  ``area_precision``, ``roc_auc``, ``soft_mse``, ``kl_divergence``, ``emd``) and
-  :func:`evaluate` (all of them at once, sharing the upsample and sort).
+  ``area_precision``, ``roc_auc``, ``soft_mse``, ``kl_divergence``, ``emd``),
+  :func:`evaluate` (all of them at once, sharing the upsample and sort) and
+  :func:`top_region` (the exact pixel set IoU@p counts, which the dashboard outlines).
 - :mod:`.ranking`: the one sort per map that the rank metrics share (:class:`Ranking`).
 - :mod:`.wasserstein`: exact W1 on a coarse grid (the EMD metric).
 - :mod:`.target`: :func:`make_target` (an image's boxes in the evaluation frame).
-- :mod:`.resample`: bilinear upsampling and block-sum matrices.
+- :mod:`.resample`: the one bilinear upsample (metrics and dashboard) and block sums.
 - :mod:`.registry`: ``METRICS`` metadata (name, long_name, direction, range, needs, level):
   the one list of metrics; :func:`evaluate`'s keys and the scores' variables follow it.
 - :mod:`.baselines`: uniform / center / saliency / sobel baseline maps.
@@ -35,6 +36,7 @@ from .core import (
     profile,
     roc_auc,
     soft_mse,
+    top_region,
     topk_size,
 )
 from .registry import METRICS, Metric
@@ -63,6 +65,7 @@ __all__ = [
     "roc_auc",
     "score",
     "soft_mse",
+    "top_region",
     "topk_size",
     "upsample",
 ]

@@ -72,6 +72,7 @@ __all__ = [
     "profile",
     "roc_auc",
     "soft_mse",
+    "top_region",
     "topk_size",
 ]
 
@@ -296,8 +297,8 @@ def _tolerance_hits(b: EvalBatch, rects: np.ndarray, tolerance: tuple[float, flo
 
 
 class _Soft:
-    """A soft target prepared once per image: min-max scaled ``t̂`` and its sums (MSE), the
-    ε-smoothed ``p`` and ``Σ p log p`` (KL)."""
+    """A soft target prepared once per image: min-max scaled ``t̂`` (MSE), the ε-smoothed
+    ``p`` and ``Σ p log p`` (KL)."""
 
     def __init__(self, target: np.ndarray) -> None:
         t = np.asarray(target, dtype=np.float64).reshape(-1)
@@ -306,30 +307,35 @@ class _Soft:
         t = t / t.sum()
         lo, hi = t.min(), t.max()
         self.scaled = (t - lo) / (hi - lo) if hi > lo else np.full_like(t, np.nan)
-        self.sum_scaled = float(self.scaled.sum())
-        self.sum_scaled2 = float(self.scaled @ self.scaled)
         self.p = (t + KL_EPS) / (1.0 + t.size * KL_EPS)
         self.plogp = float(np.sum(self.p * np.log(self.p)))
 
 
-def _mse(b: EvalBatch, soft: _Soft, sum_at: np.ndarray | None = None) -> np.ndarray:
-    """MSE of min-max-scaled map vs target from sufficient statistics (float64):
-    ``Σ(â−t̂)² = Σâ² − 2Σât̂ + Σt̂²`` with ``â = (a − lo)/(hi − lo)``. ``sum_at`` = ``Σa·t̂``
-    per map when the caller already has it from a shared matmul of non-negative maps."""
+def _mse(b: EvalBatch, soft: _Soft) -> np.ndarray:
+    """MSE of the min-max-scaled map vs the scaled target, computed directly in float64:
+    ``mean((â − t̂)²)`` with ``â = (a − lo)/(hi − lo)`` over the frame's float32 values.
+
+    NaN where ``hi == lo``: the frame values are all equal. That is the whole "at float noise"
+    rule: :func:`.resample.upsample` keeps a constant map exactly constant, so a nonzero range,
+    however small (even one ulp), is a real range of the values the metrics rank and is scaled
+    like any other (no sufficient-statistics shortcut, which cancels catastrophically when
+    ``hi − lo ≪ |lo|``).
+    """
     with _timed("mse"):
         lo, hi = b.vmin, b.vmax
-        if sum_at is not None and (lo >= 0).all():
-            x, sa = b.nonneg, b.mass
-        else:  # some map has negative values: its raw values, not a⁺, are min-max scaled
-            x = b.flat.astype(np.float64)
-            sa, sum_at = x.sum(axis=1), x @ soft.scaled
-        sa2 = np.einsum("ij,ij->i", x, x)
-        npix = b.n_pixels
+        # Raw values are min-max scaled: a⁺ (the float64 copy every sum shares) equals them
+        # when no value is negative.
+        x = b.nonneg if b.all_nonneg else b.flat
         with np.errstate(divide="ignore", invalid="ignore"):
             inv = np.where(hi > lo, 1.0 / (hi - lo), np.nan)
-            s_aa = (sa2 - 2 * lo * sa + npix * lo * lo) * inv * inv
-            s_at = (sum_at - lo * soft.sum_scaled) * inv
-            return np.maximum(s_aa - 2 * s_at + soft.sum_scaled2, 0.0) / npix
+        out = np.empty(b.n)
+        d = np.empty(b.n_pixels)  # one map at a time: the buffer stays in cache
+        for i in range(b.n):
+            np.subtract(x[i], lo[i], out=d)
+            d *= inv[i]
+            d -= soft.scaled
+            out[i] = d @ d
+        return out / b.n_pixels
 
 
 def _kl(b: EvalBatch, soft: _Soft) -> np.ndarray:
@@ -372,6 +378,34 @@ def iou(maps: np.ndarray, mask: np.ndarray, percentiles: Sequence[float] = PERCE
     m = _mask(mask)
     b = EvalBatch(maps, m.shape)
     return b.finish(_ranked_union(b, m.reshape(-1), percentiles)["iou"])
+
+
+def top_region(values: np.ndarray, percentile: float, frame: int | tuple[int, int] = 224
+               ) -> np.ndarray:
+    """The pixel set IoU@p counts for one map: bool ``(FH, FW)`` with exactly
+    ``k = topk_size(FH·FW, p)`` pixels set.
+
+    ``values``: one native-grid map ``(gh, gw)``, upsampled exactly as :func:`evaluate` does
+    (:class:`EvalBatch`, the same float32 frame values); ``frame``: ``R`` or ``(FH, FW)``.
+    The top-``k`` follows the tie rule of every metric: higher value first, ties by lower
+    flat (row-major) index. A map containing NaN (which every metric scores NaN) gives an
+    empty set. ``|T ∩ m| / |T ∪ m|`` of this set ``T`` and a target's union ``m`` is
+    ``evaluate(...)["iou"]`` at ``p``.
+    """
+    a = np.asarray(values)
+    if a.ndim != 2:
+        raise ValueError(f"top_region takes one (gh, gw) map; got shape {a.shape}")
+    b = EvalBatch(a, frame)
+    npix = b.n_pixels
+    out = np.zeros(npix, dtype=bool)
+    k = min(max(topk_size(npix, percentile), 0), npix)
+    if b.valid[0] and k:
+        flat = b.flat[0]
+        cut = np.partition(flat, npix - k)[npix - k]  # the k-th highest value (O(N))
+        np.greater(flat, cut, out=out)
+        ties = np.flatnonzero(flat == cut)  # ascending flat index; -0.0 == +0.0 as in the keys
+        out[ties[:k - int(np.count_nonzero(out))]] = True
+    return out.reshape(b.frame)
 
 
 def area_precision(maps: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -464,10 +498,10 @@ def _evaluate_batch(b: EvalBatch, target: Target, percentiles: Sequence[float],
     out = _ranked_union(b, target.union, percentiles)
     nb = target.n_boxes
     with _timed("coverage"):
-        # One matmul for: union, every region, and Σa⁺·t̂ (used by MSE).
+        # One matmul for the union and every region.
         sums = b.nonneg @ weights
         with np.errstate(invalid="ignore", divide="ignore"):
-            cov = np.where(b.mass[:, None] > 0, sums[:, :-1] / b.mass[:, None], np.nan)
+            cov = np.where(b.mass[:, None] > 0, sums / b.mass[:, None], np.nan)
     out["coverage"] = cov[:, 0]
     with _timed("pointing"):
         top = b.top
@@ -481,7 +515,7 @@ def _evaluate_batch(b: EvalBatch, target: Target, percentiles: Sequence[float],
         areas = np.array([ix.size for ix in target.region_index], dtype=np.int64)
         hits = _region_hits(b, b.ranking(target.union), target)
         reg_iou = hits / (2 * areas[None, :] - hits)
-    out["mse"] = _mse(b, soft, sums[:, -1])
+    out["mse"] = _mse(b, soft)
     out["kl"] = _kl(b, soft)
     out["emd"] = _emd(b, target.soft_coarse, target.emd_grid)
     for name, val in (("coverage", cov[:, 1:]), ("iou", reg_iou), ("pointing", reg_point),
@@ -525,8 +559,7 @@ def evaluate(
     if nb == 0 or n == 0:
         return res
     soft = _Soft(target.soft)
-    weights = np.concatenate([target.union[None], target.regions, soft.scaled[None]],
-                             axis=0).T.astype(np.float64)
+    weights = np.concatenate([target.union[None], target.regions], axis=0).T.astype(np.float64)
     for s in range(0, n, batch_size):
         b = EvalBatch(a[s:s + batch_size], target.frame)
         out = _evaluate_batch(b, target, percentiles, soft, weights)
