@@ -37,7 +37,8 @@ import pandas as pd
 import xarray as xr
 from PIL import Image
 
-MAP_METHODS = ("cls", "rollout", "mean_received", "probe", "gradcam")
+from ssl_attn.store import VARIABLE_DIMS
+
 BASELINES = {"baseline:uniform": 0.20, "baseline:center": 0.30, "baseline:saliency": 0.25,
              "baseline:sobel": 0.15}
 PERCENTILES = (50, 90)
@@ -194,8 +195,8 @@ def model_dataset(
 
     data = {}
     for method in layout.methods:
-        has_layer = method != "probe"
-        has_head = method in ("cls", "mean_received", "probe")
+        has_layer = "layer" in VARIABLE_DIMS[method]
+        has_head = "head" in VARIABLE_DIMS[method]
         arr = cube(method, has_layer, has_head)
         dims = ["variant", "image_id", "layer", "head", "y", "x"]
         if not has_head:

@@ -96,6 +96,15 @@ class ScoresMixin:
             return []
         return [round(float(p)) for p in self.scores["percentile"].values]
 
+    @functools.cached_property
+    def resolution(self) -> int:
+        """The evaluation frame side ``R`` the scores were computed at (their root attr
+        ``resolution``; 224, :func:`ssl_attn.metrics.score`'s default, without scores). The
+        outline is drawn in this frame so it is the pixel set the scores counted."""
+        if self.scores is None:
+            return 224
+        return int(self.scores.attrs.get("resolution", 224))
+
     def metric_attrs(self, metric: str) -> dict[str, Any]:
         """``direction``, ``range``, ``long_name`` of a score variable (decoded)."""
         attrs = {k: decode_attr(v) for k, v in self.scores[metric].attrs.items()}

@@ -186,7 +186,8 @@ class AttentionView(_FigureView):
         if values is None:
             return np.zeros((0, 4))
         w, h = self._size()
-        return plots.outline_segments(values, w, h, s.percentile or 90)
+        return plots.outline_segments(values, w, h, s.percentile or 90,
+                                      resolution=self.data.resolution)
 
     def box_at(self, x: float, y: float) -> int:
         """``box_index`` of the smallest box containing the frame point ``(x, y)``; −1 if none."""
