@@ -307,6 +307,32 @@ class ScoresMixin:
         use = fallback_method(have, method)
         return None if use is None else (use, vals[table.methods.index(use)])
 
+    def _model_rows(self, kind: str, metric: str, method: str, variant: str,
+                    percentile: int | None, compute: Any) -> list[tuple[str, str, Any]]:
+        """Per non-baseline model with scores: ``(model, method used, result)``, where the
+        method is ``method`` or the model's fallback (:meth:`_method_values`) and ``result`` is
+        ``compute(values, layers)``'s entry for its ``(layer, image_id)`` values (a
+        :mod:`ssl_attn.stats` batch function). Results are cached per ``(kind, metric,
+        variant, percentile, model, method used)`` — shared by every method falling back to
+        the same one — and all models not cached yet go to ``compute`` in one batch."""
+        if self.scores is None or metric not in self.metrics:
+            return []
+        table = self._model_layer_table(metric, variant, percentile)
+        picked, todo = [], {}
+        for model in self.score_models():
+            got = self._method_values(table, model, method) if model in table.models else None
+            if got is None:
+                continue
+            use, values = got
+            rkey = (kind, metric, variant, percentile, model, use)
+            picked.append((model, use, rkey))
+            if rkey not in self._summary_cache:
+                todo[rkey] = values
+        if todo:
+            self._summary_cache.update(zip(todo, compute(list(todo.values()),
+                                                         [table.layers] * len(todo))))
+        return [(model, use, self._summary_cache[rkey]) for model, use, rkey in picked]
+
     def layer_summary(
         self, metric: str, method: str, variant: str = "frozen", percentile: int | None = None,
     ) -> pd.DataFrame:
@@ -322,29 +348,9 @@ class ScoresMixin:
         key = ("summary", metric, method, variant, percentile)
         if key in self._summary_cache:
             return self._summary_cache[key]
-        parts = []
-        if self.scores is not None and metric in self.metrics:
-            table = self._model_layer_table(metric, variant, percentile)
-            picked = {}  # model -> (method used, cache key), in model order
-            todo = {}  # cache key -> (layer, image) values not yet summarised
-            for model in self.score_models():
-                if model not in table.models:
-                    continue
-                got = self._method_values(table, model, method)
-                if got is None:
-                    continue
-                use, values = got
-                rkey = ("rows", metric, variant, percentile, model, use)  # shared by fallbacks
-                picked[model] = (use, rkey)
-                if rkey not in self._summary_cache:
-                    todo[rkey] = values
-            # All missing curves in one stats batch (one pass over the shared resampling).
-            curves = stats.curves_from_values(list(todo.values()),
-                                              [table.layers] * len(todo))
-            self._summary_cache.update(zip(todo, curves))
-            for model, (use, rkey) in picked.items():
-                parts.append((model, use, model if use == method else f"{model} ({use})",
-                              self._summary_cache[rkey]))
+        parts = [(model, use, model if use == method else f"{model} ({use})", curve)
+                 for model, use, curve in self._model_rows(
+                     "rows", metric, method, variant, percentile, stats.curves_from_values)]
         # Plain column concatenation (cheaper than pd.concat on a method change).
         sizes = [len(c) for *_, c in parts]
         df = pd.DataFrame({
@@ -394,26 +400,11 @@ class ScoresMixin:
         key = ("best", metric, method, variant, percentile)
         if key in self._summary_cache:
             return self._summary_cache[key]
-        out = []
-        if self.scores is not None and metric in self.metrics:
-            table = self._model_layer_table(metric, variant, percentile)
-            picked, todo = [], {}
-            for model in self.score_models():
-                if model not in table.models:
-                    continue
-                got = self._method_values(table, model, method)
-                if got is None:
-                    continue
-                use, values = got
-                bkey = ("best-rows", metric, variant, percentile, model, use)
-                picked.append((model, use, bkey))
-                if bkey not in self._summary_cache:
-                    todo[bkey] = values
-            bests = stats.bests_from_values(list(todo.values()), [table.layers] * len(todo),
-                                            self.metric_attrs(metric)["direction"])
-            self._summary_cache.update(zip(todo, bests))
-            out = [(model, use, self._summary_cache[bkey]) for model, use, bkey in picked
-                   if self._summary_cache[bkey] is not None]
+        direction = self.metric_attrs(metric)["direction"] if metric in self.metrics else None
+        out = [(model, use, best) for model, use, best in self._model_rows(
+            "best-rows", metric, method, variant, percentile,
+            lambda values, layers: stats.bests_from_values(values, layers, direction))
+            if best is not None]
         self._summary_cache[key] = out
         return out
 
