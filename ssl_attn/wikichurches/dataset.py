@@ -234,7 +234,8 @@ class WikiChurches:
             warnings.warn(
                 f"{len(unreadable)} annotated image(s) have an unreadable header (width/height "
                 f"set to <NA>): {', '.join(unreadable[:10])}{more}. Run WikiChurches.validate() "
-                "for details; extract them again from images.zip.",
+                "for the reason of each (corrupt or truncated files: extract them again from "
+                "images.zip; over PIL's decompression-bomb limit: skipped).",
                 UserWarning,
                 stacklevel=3,
             )
