@@ -29,8 +29,10 @@ from .download import (
     write_registry,
 )
 from .errors import ChecksumError, DownloadError, MissingImageError, WikiChurchesError
+from .images import read_image
 from .masks import as_box_array, box_masks, box_pixel_ranges, soft_target, union_mask
-from .parse import BOX_TABLE_COLUMNS, image_id_of
+from .parse import BOX_TABLE_COLUMNS, box_outside_frame, image_file_name, image_id_of
+from .problems import PROBLEM_KINDS, Problem
 from .styles import MAIN_STYLE_NAMES, MAIN_STYLES, StyleRule, style_labels
 
 __all__ = [
@@ -39,10 +41,12 @@ __all__ = [
     "DEFAULT_FILES",
     "MAIN_STYLES",
     "MAIN_STYLE_NAMES",
+    "PROBLEM_KINDS",
     "RECORD_ID",
     "ChecksumError",
     "DownloadError",
     "MissingImageError",
+    "Problem",
     "RemoteFile",
     "ResumableDownloader",
     "StyleRule",
@@ -51,12 +55,15 @@ __all__ = [
     "WikiChurchesError",
     "as_box_array",
     "box_masks",
+    "box_outside_frame",
     "box_pixel_ranges",
     "download",
     "extract_annotated_images",
     "fetch_record",
+    "image_file_name",
     "image_id_of",
     "load_registry",
+    "read_image",
     "record_files",
     "soft_target",
     "style_labels",

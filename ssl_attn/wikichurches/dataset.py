@@ -11,54 +11,43 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import MissingImageError, WikiChurchesError
+from .errors import WikiChurchesError
+from .images import open_image, read_image
 from .parse import (
     ParsedParts,
+    image_file_name,
     parse_building_parts,
     parse_churches,
     parse_style_names,
+    raise_problems,
     read_json,
 )
+from .problems import Problem
 from .styles import MAIN_STYLE_NAMES, StyleRule, style_labels
 
 __all__ = ["ValidationReport", "WikiChurches"]
 
 SYNTHETIC_MARKER = "synthetic.json"
-
-
-def _open_image(path: Path, *, decode: bool):
-    """Open an image lazily (header only) or fully decoded; errors name the file."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not path.is_file():
-        raise MissingImageError(
-            f"{path}: image not found. Extract it from images.zip with "
-            "ssl_attn.wikichurches.extract_annotated_images() (or `ssl-attn extract`)."
-        )
-    try:
-        im = Image.open(path)
-        if decode:
-            im.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise WikiChurchesError(
-            f"{path}: cannot read image ({type(exc).__name__}: {exc}). The file is corrupt "
-            "or truncated; extract it again from images.zip."
-        ) from exc
-    return im
+# validate(decode=True) decodes at this side (JPEG DCT scaling): all scan data is still read.
+_CHECK_SIDE = 64
 
 
 @dataclass
 class ValidationReport:
     """Result of :meth:`WikiChurches.validate`.
 
-    ``errors`` are problems that make results wrong or impossible (malformed files, bad boxes,
-    missing or corrupt images); ``warnings`` are things that were repaired (clamped boxes).
-    ``missing_images`` / ``corrupt_images`` list image ids. ``ok`` is True when there are no
-    errors.
+    ``errors`` are problems that make results wrong or impossible (malformed files, bad boxes
+    or keys, boxes wholly outside the frame, missing or unreadable images), as text;
+    ``problems`` holds the same as :class:`~ssl_attn.wikichurches.problems.Problem` records
+    (one per box, key or image; kind, image id, group, element), except a file that cannot be
+    parsed at all, which is only in ``errors``. ``warnings`` are things that were repaired
+    (clamped boxes). ``missing_images`` / ``corrupt_images`` list image ids (corrupt includes
+    over the decompression-bomb limit). ``ok`` is True when there are no errors.
     """
 
     root: Path
     errors: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     missing_images: list[str] = field(default_factory=list)
     corrupt_images: list[str] = field(default_factory=list)
@@ -100,11 +89,21 @@ class WikiChurches:
     rule
         The :class:`StyleRule` picking each image's training label (default ``StyleRule()``:
         the four main styles, first listed wins).
+    strict
+        When True (default) a ``building_parts.json`` with problems (bad coordinates or labels,
+        bad keys, malformed entries; see :attr:`problems`) raises one
+        :class:`WikiChurchesError` listing them all as soon as a table is read. When False the
+        tables are built without what is wrong (one warning counts the problems), e.g. to
+        describe a dataset before :meth:`validate` lists its problems. Boxes wholly outside the
+        frame never raise: they are always left out of :attr:`boxes`, with a warning, and are
+        errors of :meth:`validate`.
     """
 
-    def __init__(self, root: str | os.PathLike, rule: StyleRule | None = None) -> None:
+    def __init__(self, root: str | os.PathLike, rule: StyleRule | None = None, *,
+                 strict: bool = True) -> None:
         self.root = Path(root)
         self.rule = rule or StyleRule()
+        self.strict = bool(strict)
         if not self.root.is_dir():
             raise WikiChurchesError(
                 f"{self.root}: dataset folder not found. Download WikiChurches with "
@@ -128,9 +127,12 @@ class WikiChurches:
         return self.root / "images"
 
     def image_path(self, image_id: str) -> Path:
-        """Path of one image (``<root>/images/<image_id>.jpg``); the file may not exist."""
-        name = image_id if image_id.lower().endswith(".jpg") else f"{image_id}.jpg"
-        return self.images_dir / name
+        """Path of one image, ``<root>/images/<image_id>.jpg`` (``image_id`` may also be the
+        file name); the file may not exist. The one rule from image id to file: every reader
+        of images goes through it. Raises :class:`WikiChurchesError` when ``image_id`` is not a
+        bare file name (``../``, ``/``, ``\\``, ``:``, NUL...), so no path outside
+        ``<root>/images/`` is ever opened."""
+        return self.images_dir / image_file_name(image_id)
 
     @property
     def is_synthetic(self) -> bool:
@@ -140,8 +142,22 @@ class WikiChurches:
     # ---------------------------------------------------------------- tables
     @cached_property
     def _parts(self) -> ParsedParts:
-        parts = parse_building_parts(read_json(self.building_parts_path),
-                                     self.building_parts_path)
+        path = self.building_parts_path
+        parts = parse_building_parts(read_json(path), path, raise_on_error=False)
+        fatal = [p for p in parts.problems if p.kind != "out_of_frame"]
+        if fatal and self.strict:
+            raise_problems(path, parts.problems)
+        if parts.problems:
+            shown = "; ".join(p.message for p in parts.problems[:3])
+            more = " ..." if len(parts.problems) > 3 else ""
+            what = "problem(s)" if fatal else "box(es) wholly outside the image frame"
+            warnings.warn(
+                f"{path}: left out of the tables: {len(parts.problems)} {what}: {shown}{more}. "
+                "See WikiChurches.problems or run WikiChurches.validate() (`ssl-attn info "
+                "--validate`).",
+                UserWarning,
+                stacklevel=3,
+            )
         rep = parts.clamp_report
         if len(rep):
             warnings.warn(
@@ -155,6 +171,14 @@ class WikiChurches:
         return parts
 
     @property
+    def problems(self) -> list[Problem]:
+        """Problems of ``building_parts.json`` (:class:`~ssl_attn.wikichurches.problems.Problem`
+        records, in file order); whatever they concern is left out of :attr:`boxes` and
+        :attr:`images`. Raises like the tables in ``strict`` mode; image files are checked by
+        :meth:`validate`."""
+        return list(self._parts.problems)
+
+    @property
     def ontology(self) -> pd.DataFrame:
         """Feature types: index ``label`` (feature id = position in ``meta``), columns
         ``name`` (str) and ``parents`` (tuple of feature ids)."""
@@ -164,7 +188,10 @@ class WikiChurches:
     def boxes(self) -> pd.DataFrame:
         """One row per expert box, columns ``image_id, box_index, group_index, group_label,
         label, feature, left, top, width, height, clamped`` (coordinates are fractions in
-        [0, 1]; ``box_index`` counts within the image in file order)."""
+        [0, 1]; ``box_index`` counts the image's elements in file order). Boxes that overhang
+        the frame are clamped into it (``clamped``); boxes with a problem, including those
+        wholly outside the frame, are not here (see :attr:`problems`), so they are never
+        scored."""
         return self._parts.boxes
 
     @property
@@ -182,20 +209,21 @@ class WikiChurches:
     @cached_property
     def images(self) -> pd.DataFrame:
         """One row per annotated image: ``image_id, path`` (str), ``width, height`` (pixels of
-        the stored pixel grid, read from the file header; <NA> when the file is missing or its
-        header unreadable — the latter with a warning naming the files), ``styles`` (tuple of
+        the stored pixel grid, read from the file header, never reduced; <NA> when the file is
+        missing or unreadable, including over PIL's decompression-bomb limit — the latter with
+        a warning naming the files), ``styles`` (tuple of
         QIDs), ``style`` (training label by :attr:`rule`, or None), ``n_boxes``. Use
         :meth:`validate` to turn missing/corrupt images into errors."""
         parts = self._parts
         counts = parts.boxes.groupby("image_id", sort=False).size()
         recs = []
         unreadable: list[str] = []
-        for iid, fname in parts.image_files.items():
-            path = self.images_dir / fname
+        for iid in parts.image_files:
+            path = self.image_path(iid)
             w = h = pd.NA
             if path.is_file():
                 try:
-                    with _open_image(path, decode=False) as im:
+                    with open_image(path, decode=False) as im:
                         w, h = im.size
                 except WikiChurchesError:
                     unreadable.append(str(path))
@@ -206,7 +234,8 @@ class WikiChurches:
             warnings.warn(
                 f"{len(unreadable)} annotated image(s) have an unreadable header (width/height "
                 f"set to <NA>): {', '.join(unreadable[:10])}{more}. Run WikiChurches.validate() "
-                "for details; extract them again from images.zip.",
+                "for the reason of each (corrupt or truncated files: extract them again from "
+                "images.zip; over PIL's decompression-bomb limit: skipped).",
                 UserWarning,
                 stacklevel=3,
             )
@@ -267,21 +296,25 @@ class WikiChurches:
                           "church": object, "styles": object})
 
     # ---------------------------------------------------------------- images
-    def load_image(self, image_id: str):
+    def load_image(self, image_id: str, max_side: int | None = None):
         """Load one image as an RGB ``PIL.Image`` of the stored pixel grid.
+
+        ``max_side=None`` (default) decodes the full grid (``.size`` equals :attr:`images`'
+        width/height). An int decodes it reduced for a consumer that resamples to at most
+        ``max_side`` pixels per side: by the largest factor keeping both sides
+        ``>= max_side`` (JPEG DCT scaling via ``draft``: 1/2, 1/4 or 1/8, so a 108-Mpx photo
+        allocates only 1/64 of its pixels; other formats ``Image.reduce``). The box fractions hold
+        on the reduced grid too (same frame, scaled); pixels differ slightly from a full decode.
 
         EXIF orientation is deliberately **not** applied: the expert boxes are fractions of
         the stored pixel grid (the same grid whose size :attr:`images` reports), so rotating
         the image by its EXIF tag would move it away from its boxes. Raises
         :class:`MissingImageError` when the file is absent and :class:`WikiChurchesError`
-        (naming the file) when it cannot be decoded.
+        (naming the file) when it cannot be decoded or exceeds PIL's decompression-bomb limit
+        (whatever ``max_side``; see :mod:`ssl_attn.wikichurches.images`), or when
+        ``image_id`` is not a bare file name.
         """
-        path = self.image_path(image_id)
-        im = _open_image(path, decode=True)
-        try:
-            return im.convert("RGB") if im.mode != "RGB" else im
-        except OSError as exc:  # pragma: no cover - decode errors surface in load() above
-            raise WikiChurchesError(f"{path}: cannot convert image to RGB ({exc})") from exc
+        return read_image(self.image_path(image_id), max_side=max_side)
 
     def boxes_of(self, image_id: str) -> pd.DataFrame:
         """Boxes of one image (rows of :attr:`boxes`, in ``box_index`` order)."""
@@ -330,19 +363,23 @@ class WikiChurches:
                  raise_on_error: bool = True) -> ValidationReport:
         """Check the dataset and report every problem found (not just the first).
 
-        Checks ``building_parts.json`` (JSON syntax, keys, boxes, labels), ``churches.json``
-        and ``style_names.txt`` when present, and with ``check_images`` (default) that every
-        annotated image exists; with ``decode`` every present image is fully decoded (slow on
-        the real dataset). Clamped boxes are warnings. Raises :class:`WikiChurchesError`
-        listing all errors when ``raise_on_error`` (default); otherwise returns the
-        :class:`ValidationReport`.
+        Checks ``building_parts.json`` (JSON syntax, keys, boxes, labels, boxes wholly outside
+        the frame, annotation keys that are not bare file names), ``churches.json`` and
+        ``style_names.txt`` when present, and with ``check_images`` (default) that every
+        annotated image exists and its header reads (size within PIL's decompression-bomb
+        limit); with ``decode`` every present image is also decoded (JPEG at a reduced DCT
+        scale: every byte of the scan is still read, so truncation is caught). Works whether
+        or not the dataset is ``strict``. Clamped boxes are warnings. Raises
+        :class:`WikiChurchesError` listing all errors when ``raise_on_error`` (default);
+        otherwise returns the :class:`ValidationReport`.
         """
         rep = ValidationReport(root=self.root)
         parts = None
         try:
             data = read_json(self.building_parts_path)
             parts = parse_building_parts(data, self.building_parts_path, raise_on_error=False)
-            rep.errors += [f"{self.building_parts_path}: {p}" for p in parts.problems]
+            rep.problems += parts.problems
+            rep.errors += [str(p) for p in parts.problems]
         except WikiChurchesError as exc:
             rep.errors.append(str(exc))
         for name, parse in (("churches.json", parse_churches), ("style_names.txt", None)):
@@ -352,6 +389,7 @@ class WikiChurches:
             try:
                 parse_style_names(path) if parse is None else parse(read_json(path), path)
             except WikiChurchesError as exc:
+                rep.problems.append(Problem("bad_file", str(exc)))
                 rep.errors.append(str(exc))
         if parts is not None:
             rep.n_images = len(parts.image_files)
@@ -367,16 +405,21 @@ class WikiChurches:
         return rep
 
     def _check_images(self, parts: ParsedParts, rep: ValidationReport, decode: bool) -> None:
-        for iid, fname in parts.image_files.items():
-            path = self.images_dir / fname
+        for iid in parts.image_files:
+            path = self.image_path(iid)
             if not path.is_file():
                 rep.missing_images.append(iid)
+                rep.problems.append(Problem("missing_image", f"{path}: image not found",
+                                            path=str(path), image_id=iid))
                 continue
             try:
-                with _open_image(path, decode=decode):
-                    pass
+                if decode:
+                    read_image(path, max_side=_CHECK_SIDE).close()
+                else:
+                    open_image(path).close()
             except WikiChurchesError as exc:
                 rep.corrupt_images.append(iid)
+                rep.problems.append(Problem("unreadable_image", str(exc), image_id=iid))
                 rep.errors.append(str(exc))
         if rep.missing_images:
             rep.errors.append(

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ChecksumError, DownloadError, WikiChurchesError
-from .parse import image_id_of, parse_building_parts, read_json
+from .parse import image_file_name, parse_building_parts, raise_problems, read_json
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -403,8 +403,10 @@ def extract_annotated_images(
     zpath = Path(images_zip)
     if image_ids is None:
         bp = out / "building_parts.json"
-        image_ids = list(parse_building_parts(read_json(bp), bp).image_files)
-    names = [f"{image_id_of(i)}.jpg" for i in image_ids]
+        parts = parse_building_parts(read_json(bp), bp, raise_on_error=False)
+        raise_problems(bp, [p for p in parts.problems if p.kind != "out_of_frame"])
+        image_ids = list(parts.image_files)
+    names = [image_file_name(i) for i in image_ids]  # refuses ids that are not bare names
     dest = out / "images"
     try:
         zf = zipfile.ZipFile(zpath)

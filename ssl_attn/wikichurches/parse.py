@@ -18,10 +18,15 @@ import numpy as np
 import pandas as pd
 
 from .errors import WikiChurchesError
+from .problems import Problem
 
 __all__ = [
     "BOX_TABLE_COLUMNS",
     "ParsedParts",
+    "bad_name_reason",
+    "box_outside_frame",
+    "check_image_id",
+    "image_file_name",
     "image_id_of",
     "parse_building_parts",
     "parse_churches",
@@ -57,11 +62,11 @@ def read_json(path: Path) -> Any:
         raise WikiChurchesError(f"{path}: not UTF-8 text ({exc}); download it again.") from exc
 
 
-def raise_problems(path: Path, problems: list[str]) -> None:
+def raise_problems(path: Path, problems: list[str] | list[Problem]) -> None:
     """Raise one :class:`WikiChurchesError` listing ``problems`` (no-op when empty)."""
     if not problems:
         return
-    shown = problems[:_MAX_LISTED]
+    shown = [p.message if isinstance(p, Problem) else p for p in problems[:_MAX_LISTED]]
     more = len(problems) - len(shown)
     tail = f"\n  ... and {more} more" if more else ""
     raise WikiChurchesError(
@@ -70,9 +75,64 @@ def raise_problems(path: Path, problems: list[str]) -> None:
 
 
 def image_id_of(key: str) -> str:
-    """Image id (file name stem) of an annotation key: ``'Q2034923_wd0.jpg' -> 'Q2034923_wd0'``."""
-    name = key.rsplit("/", 1)[-1]
+    """Image id (file name stem) of an annotation key: ``'Q2034923_wd0.jpg' -> 'Q2034923_wd0'``.
+
+    Folders are dropped (``'images/X.jpg' -> 'X'``); whether the key was a bare file name is
+    :func:`bad_name_reason`'s question, asked by the parser before this.
+    """
+    name = key.replace("\\", "/").rsplit("/", 1)[-1]
     return name[:-4] if name.lower().endswith(".jpg") else name
+
+
+def bad_name_reason(name: str) -> str | None:
+    """Why ``name`` (an annotation key or an image id) is not a safe bare file name, or None.
+
+    A safe name has no path separator (``/``, ``\\``), no ``:`` (drive letters, NTFS
+    streams), no control character (NUL included), is not empty and its image id is not ``.``
+    or ``..``. Only such names are ever joined to ``<root>/images/``, so no file outside that
+    folder is opened (the check is lexical: a symlink placed inside ``images/`` is followed).
+    """
+    if not isinstance(name, str):
+        return f"is a {type(name).__name__}, not a string"
+    if "/" in name or "\\" in name:
+        return "contains a path separator ('/' or '\\'); keys must be bare file names"
+    if ":" in name:
+        return "contains ':' (a drive letter or stream name); keys must be bare file names"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "contains a control character (e.g. NUL)"
+    stem = name[:-4] if name.lower().endswith(".jpg") else name
+    if stem in ("", ".", ".."):
+        return "is empty, '.' or '..'"
+    return None
+
+
+def check_image_id(image_id: str) -> str:
+    """The image id of ``image_id`` (a stem like ``'Q1_wd0'`` or a file name ``'Q1_wd0.jpg'``);
+    raises :class:`WikiChurchesError` naming it when it is not a safe bare file name."""
+    reason = bad_name_reason(image_id)
+    if reason is not None:
+        raise WikiChurchesError(f"image id {image_id!r} {reason}; refusing to open it")
+    return image_id_of(image_id)
+
+
+def image_file_name(image_id: str) -> str:
+    """The file name of an image under ``<root>/images/``: ``'<image_id>.jpg'`` (checked by
+    :func:`check_image_id`). The one rule from image id to file; the parser, the reader and
+    ``extract_annotated_images`` all use it."""
+    return f"{check_image_id(image_id)}.jpg"
+
+
+def box_outside_frame(left: float, top: float, width: float, height: float) -> bool:
+    """True when a box (fractions of the frame, width/height >= 0) lies wholly outside the
+    frame ``[0, 1]^2``: ``left >= 1 or top >= 1 or left + width <= 0 or top + height <= 0``.
+
+    Such a box has no area inside the frame (clamping it would leave a zero-area box on an
+    edge, which the rasteriser would still draw as a 1-pixel box), so it is a problem and left
+    out. A box that only overhangs the frame keeps a positive area after clamping; it is
+    clamped and kept. Touching an edge from outside (``left == 1``) counts as outside; a
+    zero-width box inside the frame does not.
+    """
+    return left >= 1.0 or top >= 1.0 or left + width <= 0.0 or top + height <= 0.0
 
 
 def _is_int(v: Any) -> bool:
@@ -89,8 +149,9 @@ class ParsedParts:
 
     ``ontology``: DataFrame index = feature id, columns ``name, parents``; ``boxes``: the tidy
     boxes table (see docs/SCHEMA.md); ``image_styles``: image id -> tuple of style QIDs;
-    ``image_files``: image id -> file name (annotation key); ``clamp_report``: one row per
-    image with at least one clamped box; ``problems``: what was wrong (empty when valid).
+    ``image_files``: image id -> file name under ``images/`` (:func:`image_file_name`; images
+    with a bad key are not in it); ``clamp_report``: one row per image with at least one
+    clamped box; ``problems``: what was wrong, as :class:`Problem` records (empty when valid).
     """
 
     ontology: pd.DataFrame
@@ -98,29 +159,28 @@ class ParsedParts:
     image_styles: dict[str, tuple[str, ...]]
     image_files: dict[str, str]
     clamp_report: pd.DataFrame
-    problems: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
 
 
-def _parse_meta(meta: Any, problems: list[str]) -> pd.DataFrame:
+def _parse_meta(meta: Any, add) -> pd.DataFrame:
     names: list[str] = []
     parents: list[tuple[int, ...]] = []
     if not isinstance(meta, list):
-        problems.append(f"'meta' must be a list of {{name, parents}} objects; got "
-                        f"{type(meta).__name__}")
+        add("structure", f"'meta' must be a list of {{name, parents}} objects; got "
+                         f"{type(meta).__name__}")
         meta = []
     n = len(meta)
     for i, entry in enumerate(meta):
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            problems.append(f"meta[{i}]: needs a string 'name' (got {entry!r:.80})")
+            add("structure", f"meta[{i}]: needs a string 'name' (got {entry!r:.80})")
             names.append(f"<invalid {i}>")
             parents.append(())
             continue
         ps = entry.get("parents", [])
         if not isinstance(ps, list) or not all(_is_int(p) and 0 <= p < n and p != i for p in ps):
-            problems.append(
+            add("structure",
                 f"meta[{i}] ({entry['name']!r}): 'parents' must be a list of other feature "
-                f"indices in [0, {n}); got {ps!r}"
-            )
+                f"indices in [0, {n}); got {ps!r}")
             ps = [p for p in ps if _is_int(p) and 0 <= p < n and p != i] if isinstance(
                 ps, list) else []
         names.append(entry["name"])
@@ -135,13 +195,24 @@ def parse_building_parts(data: Any, path: Path, *, raise_on_error: bool = True) 
 
     Coordinates slightly outside ``[0, 1]`` are clamped (the box is cut at the frame edge, so
     it stays inside the frame) and flagged in the ``clamped`` column and ``clamp_report``.
-    Non-finite coordinates, negative width/height, labels outside the ontology and structural
-    errors are problems: raised together as one :class:`WikiChurchesError` when
-    ``raise_on_error`` (default), otherwise returned in ``ParsedParts.problems`` with the
-    offending boxes left out of the table.
+    Every other problem is recorded as a :class:`~ssl_attn.wikichurches.problems.Problem` in
+    ``ParsedParts.problems`` and what it concerns is left out of the tables: non-finite or
+    non-numeric coordinates, negative width/height, labels outside the ontology (the box),
+    boxes wholly outside the frame (:func:`box_outside_frame`; the box), annotation keys that
+    are not bare file names (:func:`bad_name_reason`; the whole image), duplicate image ids and
+    malformed entries. A left-out box keeps its ``box_index`` slot (indices count elements in
+    file order), so the indices of the other boxes do not depend on what is wrong.
+
+    With ``raise_on_error`` (default) any problem raises one :class:`WikiChurchesError`
+    listing all of them; a non-object top level or missing top-level keys always raise (there
+    is nothing to describe).
     """
     path = Path(path)
-    problems: list[str] = []
+    problems: list[Problem] = []
+
+    def add(kind: str, message: str, **where: Any) -> None:
+        problems.append(Problem(kind, message, path=str(path), **where))
+
     if not isinstance(data, dict):
         raise WikiChurchesError(
             f"{path}: top level must be an object with keys 'meta' and 'annotations'; got "
@@ -153,76 +224,92 @@ def parse_building_parts(data: Any, path: Path, *, raise_on_error: bool = True) 
             f"{path}: missing top-level key(s) {missing} (found {sorted(data)[:10]}). This is "
             "not a WikiChurches building_parts.json; download it again."
         )
-    onto = _parse_meta(data["meta"], problems)
+    onto = _parse_meta(data["meta"], add)
     n_feat = len(onto)
     names = onto["name"].tolist()
     ann = data["annotations"]
     if not isinstance(ann, dict):
-        problems.append(f"'annotations' must be an object keyed by image file name; got "
-                        f"{type(ann).__name__}")
+        add("structure", f"'annotations' must be an object keyed by image file name; got "
+                         f"{type(ann).__name__}")
         ann = {}
 
     rows: list[tuple] = []
     image_styles: dict[str, tuple[str, ...]] = {}
     image_files: dict[str, str] = {}
     for key, entry in ann.items():
-        iid = image_id_of(key)
         where = f"annotations[{key!r}]"
-        if iid in image_files:
-            problems.append(f"{where}: duplicate image id {iid!r}")
+        reason = bad_name_reason(key)
+        if reason is not None:
+            add("bad_key", f"{where}: the key {reason}; the image is left out", key=key)
             continue
-        image_files[iid] = key if key.lower().endswith(".jpg") else f"{key}.jpg"
+        iid = image_id_of(key)
+        if iid in image_files:
+            add("duplicate", f"{where}: duplicate image id {iid!r}", image_id=iid, key=key)
+            continue
+        image_files[iid] = image_file_name(iid)
         if not isinstance(entry, dict):
-            problems.append(f"{where}: must be an object with 'styles' and 'bbox_groups'")
+            add("structure", f"{where}: must be an object with 'styles' and 'bbox_groups'",
+                image_id=iid, key=key)
             image_styles[iid] = ()
             continue
         styles = entry.get("styles", [])
         if not isinstance(styles, list) or not all(isinstance(s, str) for s in styles):
-            problems.append(f"{where}.styles: must be a list of QID strings; got {styles!r}")
+            add("structure", f"{where}.styles: must be a list of QID strings; got {styles!r}",
+                image_id=iid, key=key)
             styles = []
         image_styles[iid] = tuple(styles)
         groups = entry.get("bbox_groups")
         if not isinstance(groups, list):
-            problems.append(f"{where}: missing or non-list 'bbox_groups' (got {groups!r:.60})")
+            add("structure", f"{where}: missing or non-list 'bbox_groups' (got {groups!r:.60})",
+                image_id=iid, key=key)
             continue
         box_index = 0
         for gi, group in enumerate(groups):
             gwhere = f"{where}.bbox_groups[{gi}]"
             if not isinstance(group, dict) or not isinstance(group.get("elements"), list):
-                problems.append(f"{gwhere}: must be an object with an 'elements' list")
+                add("structure", f"{gwhere}: must be an object with an 'elements' list",
+                    image_id=iid, group=gi, key=key)
                 continue
             glabel = group.get("group_label")
             if not _is_int(glabel) or not 0 <= glabel < n_feat:
-                problems.append(
+                add("bad_label",
                     f"{gwhere}.group_label: {glabel!r} is not a feature index of the ontology "
-                    f"(meta has {n_feat} features, valid labels 0..{n_feat - 1})"
-                )
+                    f"(meta has {n_feat} features, valid labels 0..{n_feat - 1})",
+                    image_id=iid, group=gi, key=key)
                 glabel = -1
             for ei, el in enumerate(group["elements"]):
                 ewhere = f"image {iid!r} group {gi} element {ei}"
+                loc = {"image_id": iid, "group": gi, "element": ei, "key": key}
                 if not isinstance(el, dict):
-                    problems.append(f"{ewhere}: must be an object with left/top/width/height/"
-                                    "label")
+                    add("structure", f"{ewhere}: must be an object with left/top/width/height/"
+                                     "label", **loc)
+                    box_index += 1
                     continue
                 bad = False
                 vals = []
                 for k in _COORDS:
                     v = el.get(k)
                     if not _is_real(v) or not math.isfinite(v):
-                        problems.append(f"{ewhere}: field {k!r} must be a finite number; "
-                                        f"got {v!r}")
+                        add("bad_coordinate", f"{ewhere}: field {k!r} must be a finite number; "
+                                              f"got {v!r}", **loc)
                         bad = True
                     elif k in ("width", "height") and v < 0:
-                        problems.append(f"{ewhere}: field {k!r} is negative ({v!r}); a box "
-                                        "needs width, height >= 0")
+                        add("bad_coordinate", f"{ewhere}: field {k!r} is negative ({v!r}); a "
+                                              "box needs width, height >= 0", **loc)
                         bad = True
                     vals.append(v)
                 label = el.get("label")
                 if not _is_int(label) or not 0 <= label < n_feat:
-                    problems.append(
+                    add("bad_label",
                         f"{ewhere}: label {label!r} is outside the ontology (meta has {n_feat} "
-                        f"features, valid labels 0..{n_feat - 1})"
-                    )
+                        f"features, valid labels 0..{n_feat - 1})", **loc)
+                    bad = True
+                if not bad and box_outside_frame(*(float(v) for v in vals)):
+                    left, top, width, height = (float(v) for v in vals)
+                    add("out_of_frame",
+                        f"{ewhere}: box (left {left:.4g}, top {top:.4g}, width {width:.4g}, "
+                        f"height {height:.4g}) lies wholly outside the image frame [0, 1]; it "
+                        "is left out (never scored)", **loc)
                     bad = True
                 if bad:
                     box_index += 1
