@@ -30,7 +30,7 @@ import pandas as pd
 import xarray as xr
 
 from ssl_attn.explorer.scores import ScoresMixin, fallback_method
-from ssl_attn.explorer.text import error_line, md_code, md_escape, shorten, show_path
+from ssl_attn.explorer.text import error_line, md_code, md_escape, scrub, shorten, show_path
 from ssl_attn.store import (
     MAP_METHODS,
     decode_attrs,
@@ -71,7 +71,7 @@ def resolve_store_path(requested: str | os.PathLike, data_dir: str | os.PathLike
     """
     base = Path(data_dir).resolve()
     text = str(requested).strip()
-    quoted = repr(shorten(text, 80))
+    quoted = repr(shorten(scrub(text, base), 80))  # the request, without server paths
     if not text or "\x00" in text:
         raise PathRejectedError(f"store parameter {quoted} is empty or malformed")
     p = Path(text)

@@ -36,7 +36,7 @@ _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 _PUNCT = frozenset(string.punctuation) - set(_ENTITIES)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
 # An absolute POSIX path (optionally a file:// URL) not glued to a preceding word or dot.
-_ABS_PATH = re.compile(r"(?:file://)?(?<![\w.~/])/(?:[^\s/'\"`<>|]+/)*([^\s/'\"`<>|,;)]*)")
+_ABS_PATH = re.compile(r"(?<![\w.~/<])(?:file://)?/(?:[^\s/'\"`<>|]+/)*([^\s/'\"`<>|,;)]*)")
 
 
 def shorten(text: Any, limit: int | None = 200) -> str:
