@@ -163,7 +163,8 @@ class Explorer(pn.viewable.Viewer):
         since it names images, models and variants read from the store."""
         s = self.state
         pane = plain(s.describe(), css_classes=["explorer-status"], sizing_mode="stretch_width",
-                     styles={"font-family": "monospace", "font-size": "0.9em"})
+                     stylesheets=[":host pre {font-size: 0.8rem; margin: 2px 0; "
+                                  "white-space: pre-wrap;}"])
 
         def show(_version: int) -> None:  # a bound watcher, not a ref (see explorer/events.py)
             pane.object = s.describe()
