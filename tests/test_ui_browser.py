@@ -142,3 +142,53 @@ def test_layer_and_box_tap_update_the_page(server, tmp_path):
             browser.close()
     assert (tmp_path / "explorer.png").stat().st_size > 10_000
     assert not errors, f"browser console errors: {errors}"
+
+
+# Issue 11 items 1 and 3: each payload as ``?store=``; the text the banner must show.
+_XSS = "window.__xss=1"
+_PAYLOADS = [
+    (f'<img src=x onerror="{_XSS};alert(1)">', "No attention store at"),
+    (f"<script>{_XSS}</script>", "No attention store at"),
+    (f"../<img src=x onerror={_XSS}>", "Refused:"),
+    (f"stores/<svg onload={_XSS}>.zarr", "No attention store at"),
+    ("[click](javascript:alert(1))", "No attention store at"),
+    ("x" * 5000, "too long (5,000 characters)"),
+]
+
+
+def test_store_parameter_payloads_run_no_script(server, tmp_path):
+    """No payload runs script (``window.__xss`` stays unset, no dialog opens), each page shows
+    its banner with the payload as text, and the 5,000-character store is not a blank page."""
+    from urllib.parse import quote
+
+    from playwright.sync_api import sync_playwright
+
+    dialogs: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+
+            def on_dialog(dialog) -> None:
+                dialogs.append(dialog.message)
+                dialog.dismiss()
+
+            page.on("dialog", on_dialog)
+            for payload, banner in _PAYLOADS:
+                page.goto(f"{server}?store={quote(payload, safe='')}")
+                page.get_by_text(banner).first.wait_for(timeout=60000)
+                if len(payload) < 100:  # shown verbatim, as text
+                    page.get_by_text(payload, exact=False).first.wait_for(timeout=10000)
+                page.wait_for_timeout(500)  # let any injected handler fire
+                assert page.evaluate("() => window.__xss") is None, payload
+                assert not dialogs, (payload, dialogs)
+                body = page.evaluate("() => document.body.innerText")
+                assert "ssl-attn explorer" in body  # the template, not a blank page
+                if banner == "Refused:":
+                    page.screenshot(path=str(tmp_path / "refused.png"), full_page=True)
+                    out = os.environ.get("SSL_ATTN_SCREENSHOTS")
+                    if out:
+                        page.screenshot(path=str(Path(out) / "refused.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (tmp_path / "refused.png").stat().st_size > 5_000

@@ -3,6 +3,7 @@ template for ``panel serve`` (see ``dashboards/explorer.py``)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from ssl_attn.explorer.compare import ModelComparison, PatchSimilarity, VariantC
 from ssl_attn.explorer.data import ExplorerData, PathRejectedError, resolve_store_path
 from ssl_attn.explorer.state import ExplorerState
 from ssl_attn.explorer.tables import ImageBrowser, Leaderboard
+from ssl_attn.explorer.text import alert, error_line, markdown, md_code, md_escape, plain, show_path
 from ssl_attn.explorer.views import AttentionView, LayerCurves, LayerHeadGrid
 
 __all__ = ["DEFAULT_DATA_DIR", "DEFAULT_STORE", "Explorer", "build_app", "store_from_request"]
@@ -21,6 +23,7 @@ DEFAULT_STORE = Path("data/stores/demo.zarr")
 DEFAULT_DATA_DIR = Path("data")
 TITLE = "ssl-attn explorer: where do vision transformers look?"
 ACCENT = "#0072B2"
+log = logging.getLogger(__name__)
 
 
 def is_random_init(weights: str) -> bool:
@@ -62,7 +65,12 @@ class Explorer(pn.viewable.Viewer):
     ----------
     store : the attention store path (``X.zarr``); scores are read from ``X.scores.zarr``.
     data : dataset folder (default: the store's ``dataset`` root attr).
-    error : a message to show instead of opening anything (e.g. a rejected URL path).
+    error : a message to show instead of opening anything (e.g. a rejected URL path): Markdown,
+        with any outside text escaped (:func:`ssl_attn.explorer.text.md_escape`).
+    data_dir : the served data directory; paths are shown relative to it (default: the
+        working directory), never absolute.
+    skip_scores : open the store without its scores (maps only), e.g. after the scores failed.
+    notes : extra ``(alert_type, markdown)`` banners, shown after ``error`` (if any).
 
     Attributes ``data``, ``state`` and the views (``attention``, ``grid``, ``curves``,
     ``leaderboard``, ``models``, ``variants``, ``similarity``, ``browser``) are plain objects
@@ -73,15 +81,21 @@ class Explorer(pn.viewable.Viewer):
 
     def __init__(self, store: str | os.PathLike | None = None, *,
                  data: str | os.PathLike | None = None, scores: str | os.PathLike | None = None,
-                 error: str | None = None, **params) -> None:
+                 error: str | None = None, data_dir: str | os.PathLike | None = None,
+                 skip_scores: bool = False, notes: list[tuple[str, str]] | None = None,
+                 **params) -> None:
         super().__init__(store=str(store or DEFAULT_STORE), **params)
         self.error = error
+        self.data_dir = data_dir
+        self.notes = list(notes or [])
         self.data = self.state = None
         self.attention = self.grid = self.curves = self.leaderboard = None
         self.models = self.variants = self.similarity = self.browser = None
         if error:
             return
-        self.data = ExplorerData(self.store, data=data, scores=scores)
+        self.data = ExplorerData(self.store, data=data, scores=scores, data_dir=data_dir)
+        if skip_scores:
+            self.data.scores = None
         if not self.data.ok:
             return
         self.state = ExplorerState(self.data)
@@ -96,14 +110,15 @@ class Explorer(pn.viewable.Viewer):
 
     # ------------------------------------------------------------------ messages
     def messages(self) -> list[tuple[str, str]]:
-        """``(alert_type, text)`` banners: errors, the synthetic notice, missing parts."""
+        """``(alert_type, markdown)`` banners: errors, the synthetic notice, missing parts (any
+        outside text in them is escaped; paths are relative to the data directory)."""
         if self.error:
-            return [("danger", self.error)]
-        out: list[tuple[str, str]] = []
+            return [("danger", self.error), *self.notes]
+        out: list[tuple[str, str]] = list(self.notes)
         d = self.data
         if not d.ok:
-            return [("danger", p) for p in d.problems] or [
-                ("danger", f"Cannot show the store {self.store}.")]
+            return out + ([("danger", p) for p in d.problems] or [
+                ("danger", f"Cannot show the store {self._store_text()}.")])
         if d.synthetic:
             out.append(("warning", "**Synthetic data.** These photos, boxes and maps come from "
                         "the generated WikiChurches-format demo set, not from WikiChurches; "
@@ -111,16 +126,20 @@ class Explorer(pn.viewable.Viewer):
         weights = {m: str(d.model_attrs(m).get("weights", "")) for m in d.models}
         rand = sorted(m for m, w in weights.items() if is_random_init(w))
         if rand:
-            out.append(("warning", f"**Random weights:** {', '.join(rand)} were run with "
+            out.append(("warning", f"**Random weights:** {md_escape(', '.join(rand))} were "
+                        "run with "
                         "randomly initialised weights (no pretrained checkpoint was available); "
                         "their maps show architecture, not learned attention."))
         out.extend(("info", p) for p in d.problems)
         return out
 
     def _banners(self) -> pn.Column:
-        return pn.Column(*[pn.pane.Alert(t, alert_type=k, sizing_mode="stretch_width",
-                                         margin=(2, 10)) for k, t in self.messages()],
+        return pn.Column(*[alert(t, k, margin=(2, 10)) for k, t in self.messages()],
                          sizing_mode="stretch_width")
+
+    def _store_text(self) -> str:
+        """The store's path for display (relative to the data directory) as a code span."""
+        return md_code(show_path(self.store, self.data_dir))
 
     # ------------------------------------------------------------------ layout
     def controls(self) -> pn.viewable.Viewable:
@@ -139,12 +158,13 @@ class Explorer(pn.viewable.Viewer):
             },
             show_name=False, sizing_mode="stretch_width")
 
-    def status(self) -> pn.pane.Markdown:
-        """A one-line description of the selection (updates with every change)."""
+    def status(self) -> pn.pane.Str:
+        """A one-line description of the selection (updates with every change); plain text,
+        since it names images, models and variants read from the store."""
         s = self.state
-        pane = pn.pane.Markdown(s.describe(), css_classes=["explorer-status"],
-                                sizing_mode="stretch_width",
-                                styles={"font-family": "monospace", "font-size": "0.9em"})
+        pane = plain(s.describe(), css_classes=["explorer-status"], sizing_mode="stretch_width",
+                     stylesheets=[":host pre {font-size: 0.8rem; margin: 2px 0; "
+                                  "white-space: pre-wrap;}"])
 
         def show(_version: int) -> None:  # a bound watcher, not a ref (see explorer/events.py)
             pane.object = s.describe()
@@ -185,10 +205,10 @@ class Explorer(pn.viewable.Viewer):
     def sidebar(self) -> list:
         """Sidebar content: the image browser and the controls."""
         if self.state is None:
-            return [pn.pane.Markdown(f"Store: `{self.store}`")]
+            return [markdown(f"Store: {self._store_text()}")]
         return [pn.pane.Markdown("### Image"), self.browser, pn.pane.Markdown("### Selection"),
-                self.controls(), pn.pane.Markdown(f"Store: `{self.store}`",
-                                                  styles={"font-size": "0.8em"})]
+                self.controls(), markdown(f"Store: {self._store_text()}",
+                                          styles={"font-size": "0.8em"})]
 
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Row(pn.Column(*self.sidebar(), width=330), self.main())
@@ -214,10 +234,46 @@ def build_app(
     requested: str | None = None,
 ) -> pn.template.BootstrapTemplate:
     """The servable app. ``requested`` is a client's ``?store=`` value: it may only name a store
-    inside ``data_dir``; anything else is refused with a message and nothing is opened."""
+    inside ``data_dir``; anything else is refused with a message and nothing is opened.
+
+    This is the session boundary: it never raises. A session that fails to build shows a
+    banner with a one-line reason (the traceback goes to the server log): first it retries
+    without the scores (maps only), then shows the banner alone. Request text and exception
+    text are escaped, and paths are shown relative to ``data_dir``.
+    """
+    store = store or DEFAULT_STORE
     try:
-        path = store_from_request(store or DEFAULT_STORE, data_dir, requested)
-        explorer = Explorer(path, data=data)
+        path = store_from_request(store, data_dir, requested)
     except PathRejectedError as exc:
-        explorer = Explorer(store, error=f"Refused: {exc}")
-    return explorer.template()
+        return _safe_template(Explorer(store, data_dir=data_dir,
+                                       error=f"**Refused:** {md_escape(exc, limit=None)}"))
+    except Exception as exc:  # anything else about the request: refuse it too
+        log.exception("explorer: cannot resolve the requested store")
+        return _safe_template(Explorer(store, data_dir=data_dir, error="**Refused:** "
+                                       f"{md_escape(error_line(exc, data_dir), limit=None)}"))
+    try:
+        return Explorer(path, data=data, data_dir=data_dir).template()
+    except Exception as exc:  # the session must still show something: retry maps only
+        log.exception("explorer: building the session failed; retrying without scores")
+        reason = md_escape(error_line(exc, data_dir), limit=None)
+    note = ("danger", f"**The scores cannot be shown** (an error while building the page): "
+            f"{reason}. Maps are shown without scores.")
+    try:
+        return Explorer(path, data=data, data_dir=data_dir, skip_scores=True,
+                        notes=[note]).template()
+    except Exception:
+        log.exception("explorer: building the session without scores failed too")
+    where = md_code(show_path(path, data_dir))
+    return _safe_template(Explorer(store, data_dir=data_dir,
+                                   error=f"**Cannot show the store {where}:** {reason}"))
+
+
+def _safe_template(explorer: Explorer) -> pn.template.BootstrapTemplate:
+    """The template of a banner-only explorer; if even that fails, a bare template with the
+    banners (never a blank page)."""
+    try:
+        return explorer.template()
+    except Exception:
+        log.exception("explorer: building the banner page failed")
+        return _Template(title=TITLE, main=[alert(t, k) for k, t in explorer.messages()],
+                         header_background=ACCENT)

@@ -16,6 +16,7 @@ from bokeh.models import CustomJSTickFormatter
 
 from ssl_attn import plots
 from ssl_attn.explorer.state import ExplorerState
+from ssl_attn.explorer.text import md_code
 from ssl_attn.explorer.views import MAP_PARAMS, TapStream, _alert, _View
 
 if TYPE_CHECKING:
@@ -135,8 +136,8 @@ class VariantComparison(_View):
     def layout(self, model: str):
         """The three DynamicMaps, or a message when the model has no second variant."""
         if not self.data.variants(model)[1:]:
-            return _alert(f"Model {model} has only the frozen variant in this store: nothing "
-                          "to compare. Fine-tune it and extract with `--variant`.")
+            return _alert(f"Model {md_code(model)} has only the frozen variant in this store: "
+                          "nothing to compare. Fine-tune it and extract with `--variant`.")
         stream = self._stream(*MAP_PARAMS, "compare_variant", "cmap", "alpha")
         hv = plots.hv_module()
         items = [hv.DynamicMap(functools.partial(self.element, k), streams=[stream])
@@ -233,8 +234,8 @@ class PatchSimilarity(_View):
         def body(_):
             model = s.model
             if not self.data.has_embeddings(model):
-                return _alert(f"No embeddings in this store for model {model}: patch similarity "
-                              "needs the optional `embedding` variable (extract with "
+                return _alert(f"No embeddings in this store for model {md_code(model)}: patch "
+                              "similarity needs the optional `embedding` variable (extract with "
                               "`--embeddings`).")
             hv = plots.hv_module()
             # A HoloViews Tap in the DynamicMap's streams: the plot wires the Bokeh tap to it.

@@ -30,6 +30,7 @@ import pandas as pd
 import xarray as xr
 
 from ssl_attn.explorer.scores import ScoresMixin, fallback_method
+from ssl_attn.explorer.text import error_line, md_code, md_escape, scrub, shorten, show_path
 from ssl_attn.store import (
     MAP_METHODS,
     decode_attrs,
@@ -50,7 +51,12 @@ __all__ = [
 
 
 class PathRejectedError(ValueError):
-    """A store path requested from outside (e.g. a URL parameter) is not allowed."""
+    """A store path requested from outside (e.g. a URL parameter) is not allowed. The message
+    quotes the request (shortened) and never names a server path."""
+
+
+#: Longest ``?store=`` value considered (characters); longer requests are refused unopened.
+MAX_REQUEST_CHARS = 1024
 
 
 def resolve_store_path(requested: str | os.PathLike, data_dir: str | os.PathLike) -> Path:
@@ -58,18 +64,28 @@ def resolve_store_path(requested: str | os.PathLike, data_dir: str | os.PathLike
 
     Relative paths are taken relative to ``data_dir``; symlinks and ``..`` are resolved first.
     Raises :class:`PathRejectedError` when the result lies outside ``data_dir`` (absolute paths
-    elsewhere, ``../`` escapes, symlinks pointing out), so a URL can never open other files.
+    elsewhere, ``../`` escapes, symlinks pointing out), so a URL can never open other files, and
+    for requests the file system cannot take (over :data:`MAX_REQUEST_CHARS` characters, a name
+    over 255 bytes, NUL, any ``OSError`` while resolving). Messages quote the request shortened
+    (:func:`~ssl_attn.explorer.text.shorten`) and name no server path.
     """
     base = Path(data_dir).resolve()
     text = str(requested).strip()
+    quoted = repr(shorten(scrub(text, base), 80))  # the request, without server paths
     if not text or "\x00" in text:
-        raise PathRejectedError(f"store parameter {requested!r} is empty or malformed")
+        raise PathRejectedError(f"store parameter {quoted} is empty or malformed")
     p = Path(text)
-    candidate = (p if p.is_absolute() else base / p).resolve()
+    if len(text) > MAX_REQUEST_CHARS or any(len(os.fsencode(part)) > 255 for part in p.parts):
+        raise PathRejectedError(f"store parameter {quoted} is too long ({len(text):,} characters)")
+    try:
+        candidate = (p if p.is_absolute() else base / p).resolve()
+    except (OSError, RuntimeError) as exc:  # e.g. a symlink loop
+        raise PathRejectedError(f"store {quoted} cannot be resolved "
+                                f"({type(exc).__name__})") from None
     if not candidate.is_relative_to(base):
         raise PathRejectedError(
-            f"store {text!r} resolves to {candidate}, outside the data directory {base}; "
-            "only stores under the data directory can be opened from a URL")
+            f"store {quoted} is outside the data directory; only stores under the data "
+            "directory can be opened from a URL")
     return candidate
 
 
@@ -87,9 +103,12 @@ class ExplorerData(ScoresMixin):
         ``.is_synthetic``), instead of ``data``.
     photo_size : longest side (px) of the displayed photos (they are downscaled copies; the plot
         frame stays in full-size pixels).
+    data_dir : the served data directory: messages show paths relative to it (default: the
+        working directory), never absolute (:func:`ssl_attn.explorer.text.show_path`).
 
-    ``problems`` lists human-readable messages about what is missing; ``ok`` is False when the
-    store itself cannot be opened.
+    ``problems`` lists messages about what is missing, as Markdown whose paths and exception
+    texts are escaped (:func:`ssl_attn.explorer.text.md_code` / ``md_escape``), for the
+    explorer's banners; ``ok`` is False when the store itself cannot be opened.
     """
 
     def __init__(
@@ -101,8 +120,10 @@ class ExplorerData(ScoresMixin):
         dataset: Any = None,
         photo_size: int = 800,
         cache_size: int = 512,
+        data_dir: str | os.PathLike | None = None,
     ) -> None:
         self.store_path = Path(store)
+        self.data_dir = data_dir
         self.scores_path = Path(scores) if scores is not None else scores_path(store)
         self.photo_size = int(photo_size)
         self.problems: list[str] = []
@@ -126,35 +147,63 @@ class ExplorerData(ScoresMixin):
                 self._open_dataset(data)
 
     # ------------------------------------------------------------------ opening
+    def _path(self, path: str | os.PathLike) -> str:
+        """A path for a message: relative to the data directory, as a code span."""
+        return md_code(show_path(path, self.data_dir))
+
+    def _reason(self, exc: BaseException) -> str:
+        """An exception for a message: one escaped line, server paths scrubbed."""
+        return md_escape(error_line(exc, self.data_dir), limit=None)
+
+    def _exists(self, path: Path) -> bool:
+        try:
+            return path.exists()
+        except OSError:  # e.g. a name too long: not there
+            return False
+
     def _open_store(self) -> None:
         from ssl_attn.store import open_store
 
-        if not self.store_path.exists():
+        if not self._exists(self.store_path):
             self.problems.append(
-                f"No attention store at {self.store_path}. Create one with `make demo-data` "
-                "(synthetic demo) or `ssl-attn extract --store PATH`, or pass --store PATH / "
-                "SSL_ATTN_STORE.")
+                f"No attention store at {self._path(self.store_path)}. Create one with "
+                "`make demo-data` (synthetic demo) or `ssl-attn extract --store PATH`, or pass "
+                "`--store PATH` / `SSL_ATTN_STORE`.")
             return
         try:
             self.tree = open_store(self.store_path)
         except Exception as exc:  # report any unreadable store as a message, never crash the app
-            self.problems.append(f"Cannot open the store {self.store_path}: {exc}")
+            self.problems.append(f"Cannot open the store {self._path(self.store_path)}: "
+                                 f"{self._reason(exc)}")
             return
         if not self.models:
-            self.problems.append(f"The store {self.store_path} has no model groups yet; run "
-                                 "`ssl-attn extract` first.")
+            self.problems.append(f"The store {self._path(self.store_path)} has no model groups "
+                                 "yet; run `ssl-attn extract` first.")
+
+    #: Dims of the scores that must carry coordinate values (they are looked up by value).
+    SCORE_COORDS = ("model", "variant", "method", "layer", "head", "image_id")
 
     def _open_scores(self) -> None:
-        if not self.scores_path.exists():
+        if not self._exists(self.scores_path):
+            command = f"ssl-attn score --store {show_path(self.store_path, self.data_dir)}"
             self.problems.append(
-                f"No scores at {self.scores_path}: the layer×head grid, curves and leaderboard "
-                "need them. Run `ssl-attn score --store {store}`.".replace(
-                    "{store}", str(self.store_path)))
+                f"No scores at {self._path(self.scores_path)}: the layer×head grid, curves and "
+                "leaderboard need them. Run "
+                f"{md_code(command)}.")
             return
         try:
             self.scores = open_scores(self.scores_path)
         except Exception as exc:  # unreadable scores: report, keep the maps usable
-            self.problems.append(f"Cannot open the scores {self.scores_path}: {exc}")
+            self.problems.append(f"Cannot open the scores {self._path(self.scores_path)}: "
+                                 f"{self._reason(exc)}")
+            return
+        lacking = [d for d in self.SCORE_COORDS
+                   if d in self.scores.dims and d not in self.scores.coords]
+        if lacking:  # looked up by value everywhere: unusable, keep the maps
+            self.scores = None
+            self.problems.append(
+                f"The scores {self._path(self.scores_path)} lack the coordinate(s) "
+                f"{md_escape(', '.join(lacking))}: they are not shown. Rerun `ssl-attn score`.")
 
     def _open_dataset(self, data: str | os.PathLike | None) -> None:
         root = data if data is not None else self.root_attrs.get("dataset") or None
@@ -166,7 +215,7 @@ class ExplorerData(ScoresMixin):
         if not Path(root).is_absolute():
             candidates.append(self.store_path.parent / root)
         for cand in candidates:
-            if cand.is_dir():
+            if self._exists(cand) and cand.is_dir():
                 from ssl_attn.wikichurches import WikiChurches
 
                 try:
@@ -174,10 +223,11 @@ class ExplorerData(ScoresMixin):
                     _ = self.dataset.boxes
                 except Exception as exc:  # unreadable dataset: report, keep maps usable
                     self.dataset = None
-                    self.problems.append(f"Cannot read the dataset {cand}: {exc}")
+                    self.problems.append(f"Cannot read the dataset {self._path(cand)}: "
+                                         f"{self._reason(exc)}")
                 return
-        self.problems.append(f"Dataset folder {root} not found: photos and boxes are not shown. "
-                             "Pass --data PATH.")
+        self.problems.append(f"Dataset folder {self._path(root)} not found: photos and boxes are "
+                             "not shown. Pass --data PATH.")
 
     @property
     def ok(self) -> bool:

@@ -25,6 +25,7 @@ from ssl_attn import plots
 from ssl_attn.explorer.events import Follower
 from ssl_attn.explorer.figures import AttentionFigure, CurvesFigure, GridFigure
 from ssl_attn.explorer.state import ExplorerState
+from ssl_attn.explorer.text import alert, markdown, md_escape
 
 if TYPE_CHECKING:
     import holoviews as hv
@@ -47,7 +48,7 @@ def _bootstrap_text() -> str:
 
 
 def _alert(text: str, kind: str = "info") -> pn.pane.Alert:
-    return pn.pane.Alert(text, alert_type=kind, sizing_mode="stretch_width")
+    return alert(text, kind)  # raw HTML off; outside text goes in through md_escape/md_code
 
 
 class TapStream:
@@ -320,7 +321,7 @@ class AttentionView(_FigureView):
         if row.empty:
             return f"**Box {s.selected_box}:** not in this image."
         r = row.iloc[0]
-        head = [f"**Box {s.selected_box}: {r['feature']}**",
+        head = [f"**Box {s.selected_box}: {md_escape(r['feature'])}**",
                 f"relative left/top/width/height: {r['left']:.3f} / {r['top']:.3f} / "
                 f"{r['width']:.3f} / {r['height']:.3f}"]
         metrics = [m for m in self.data.box_metrics if m in row.columns]
@@ -338,8 +339,8 @@ class AttentionView(_FigureView):
     def info_pane(self) -> pn.pane.Markdown:
         """The selected box's metrics (updates on tap and on any map change)."""
         if self._info is None:
-            pane = pn.pane.Markdown(self.box_info(), css_classes=["box-info"], width=380,
-                                    margin=(5, 20))
+            pane = markdown(self.box_info(), css_classes=["box-info"], width=380,
+                            margin=(5, 20))
 
             def show(_count: int) -> None:  # a bound watcher, not a ref (see events.py)
                 pane.object = self.box_info()
