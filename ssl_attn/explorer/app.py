@@ -10,7 +10,7 @@ import panel as pn
 import param
 
 from ssl_attn.explorer.compare import ModelComparison, PatchSimilarity, VariantComparison
-from ssl_attn.explorer.data import ExplorerData, PathRejectedError, resolve_store_path
+from ssl_attn.explorer.data import PathRejectedError, resolve_store_path, shared_data
 from ssl_attn.explorer.state import ExplorerState
 from ssl_attn.explorer.tables import ImageBrowser, Leaderboard
 from ssl_attn.explorer.views import AttentionView, LayerCurves, LayerHeadGrid
@@ -81,7 +81,8 @@ class Explorer(pn.viewable.Viewer):
         self.models = self.variants = self.similarity = self.browser = None
         if error:
             return
-        self.data = ExplorerData(self.store, data=data, scores=scores)
+        # One ExplorerData per store and process, shared by every session (read-only caches).
+        self.data = shared_data(self.store, data=data, scores=scores)
         if not self.data.ok:
             return
         self.state = ExplorerState(self.data)
