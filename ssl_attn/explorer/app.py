@@ -156,7 +156,8 @@ class Explorer(pn.viewable.Viewer):
     def tabs(self) -> pn.Tabs:
         """The secondary views in tabs. A tab's content is built the first time it is shown
         (``dynamic=True`` alone would still build every view up front), so the leaderboard's
-        bootstrap and the HoloViews comparison plots cost nothing until asked for."""
+        bootstrap and the HoloViews comparison plots cost nothing until asked for; in a server
+        session even the first tab is built only after the page is on screen."""
         views = [("Layer curves", self.curves), ("Leaderboard", self.leaderboard),
                  ("Model comparison", self.models), ("Variants", self.variants),
                  ("Patch similarity", self.similarity)]
@@ -170,7 +171,9 @@ class Explorer(pn.viewable.Viewer):
             if not holders[index].objects:
                 holders[index].objects = [views[index][1]]
 
-        show(tabs.active)
+        # The first tab is below the fold: build it once the page is on screen (a lighter first
+        # render; ``onload`` runs at once without a server session, e.g. in tests).
+        pn.state.onload(lambda: show(tabs.active))
         pn.bind(show, tabs.param.active, watch=True)
         return tabs
 
