@@ -40,7 +40,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+#: Console errors of an offline machine (a CDN font or icon the page may name), not the app's.
+OFFLINE = "net::ERR_NAME_NOT_RESOLVED"
 STATUS = re.compile(r"^image \S+ · model")
 LAYER = re.compile(r"· layer (\d+) ·")
 CLEANUP_S = 20.0  # panel serve discards closed sessions every 17 s (--check-unused-sessions)
@@ -151,8 +154,8 @@ async def session(browser, url: str, seconds: float, pause: float, load_timeout:
     """One client: load, then step the layer player until ``seconds`` are up."""
     ctx = await browser.new_context(viewport={"width": 1500, "height": 1100})
     page = await ctx.new_page()
-    page.on("console", lambda m: out["errors"].append(f"console: {m.text}")
-            if m.type == "error" else None)
+    page.on("console", lambda m: out["offline" if OFFLINE in m.text else "errors"].append(
+        f"console: {m.text}") if m.type == "error" else None)
     page.on("pageerror", lambda e: out["errors"].append(f"pageerror: {e}"))
     try:
         t = time.perf_counter()
@@ -186,7 +189,7 @@ async def session(browser, url: str, seconds: float, pause: float, load_timeout:
 async def drive(url: str, n: int, seconds: float, pause: float, load_timeout: float) -> dict:
     from playwright.async_api import async_playwright
 
-    out: dict = {"errors": [], "loads": [], "interactions": []}
+    out: dict = {"errors": [], "offline": [], "loads": [], "interactions": []}
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         try:
@@ -253,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
           f"store {store}")
     print(f"{args.sessions} sessions × {args.seconds:.0f} s, pause {args.pause} s, "
           f"wall {wall:.0f} s, machine {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
-    print(f"errors: {len(out['errors'])}")
+    print(f"errors: {len(out['errors'])} (and {len(out['offline'])} resources a browser "
+          f"without network could not fetch: {OFFLINE})")
     for e in sorted(set(out["errors"]))[:10]:
         print(f"  {out['errors'].count(e)} × {e}")
     print(f"page loads: {len(loads)}  p50 {pct(loads, .5):.2f} s  p95 {pct(loads, .95):.2f} s  "
