@@ -114,6 +114,19 @@ class Server:
             time.sleep(0.5)
         raise RuntimeError("panel serve did not come up in time")
 
+    def cpu_s(self) -> float:
+        """User + system CPU seconds of the server and its workers so far."""
+        import psutil
+
+        total = 0.0
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(self.proc.pid)
+            for p in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    c = p.cpu_times()
+                    total += c.user + c.system
+        return total
+
     def rss_mb(self) -> float:
         import psutil
 
@@ -238,11 +251,12 @@ def main(argv: list[str] | None = None) -> int:
         server.wait_ready()
         asyncio.run(drive(server.url, 1, 0.0, 0.0, args.load_timeout))  # warm-up: one page
         time.sleep(CLEANUP_S)
-        rss0 = server.rss_mb()
+        rss0, cpu0 = server.rss_mb(), server.cpu_s()
         t = time.perf_counter()
         out = asyncio.run(drive(server.url, args.sessions, args.seconds, args.pause,
                                 args.load_timeout))
         wall = time.perf_counter() - t
+        cpu = server.cpu_s() - cpu0
         time.sleep(CLEANUP_S)  # closed sessions: let the server discard them
         rss_end = server.rss_mb()
     finally:
@@ -264,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
           f"max {max(loads, default=float('nan')):.2f} s")
     print(f"layer changes: {len(acts)}  p50 {pct(acts, .5) * 1e3:.0f} ms  "
           f"p95 {pct(acts, .95) * 1e3:.0f} ms  max {max(acts, default=float('nan')) * 1e3:.0f} ms")
+    print(f"server CPU: {cpu:.0f} s in {wall:.0f} s wall ({cpu / wall:.2f} cores busy on "
+          f"average); ~{cpu / max(len(loads) + len(acts), 1):.2f} s per page load or change")
     print(f"server RSS: after one warm-up page {rss0:.0f} MB, peak {peak:.0f} MB, after the "
           f"sessions closed {rss_end:.0f} MB ({(rss_end - rss0) / max(args.sessions, 1):.1f} MB "
           "retained per closed session, an upper bound: freed memory stays in the heap)")
