@@ -8,6 +8,11 @@ TORCH  := torch==2.14.1 torchvision==0.29.1
 DATA   ?= data/synthetic
 STORE  ?= data/stores/demo.zarr
 PORT   ?= 5006
+# `make serve PROCS=2 THREADS=4`: worker processes and event threads per process (README,
+# "Serving the dashboard"); SERVE_ARGS passes more `panel serve` options (proxy, prefix).
+PROCS  ?= 1
+THREADS ?= 0
+SERVE_ARGS ?=
 
 .PHONY: setup test lint demo demo-data serve clean-data bench
 
@@ -34,7 +39,9 @@ demo-data: setup
 demo: demo-data serve
 
 serve: setup
-	$(BIN)/panel serve dashboards/explorer.py --port $(PORT) --args --store $(STORE)
+	$(BIN)/panel serve dashboards/explorer.py --port $(PORT) --num-procs $(PROCS) \
+		$(if $(filter-out 0,$(THREADS)),--num-threads $(THREADS)) $(SERVE_ARGS) \
+		--args --store $(STORE)
 
 bench: setup
 	for f in benchmarks/*.py; do $(BIN)/python $$f || exit 1; done

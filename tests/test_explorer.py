@@ -753,3 +753,53 @@ def test_random_weights_banner_recognises_every_random_init_label(fix):
     ex = Explorer(fix.store)  # the fixture's groups say "random-init"
     banner = [t for _, t in ex.messages() if "Random weights" in t]
     assert len(banner) == 1 and all(m in banner[0] for m in ex.data.models)
+
+
+def test_sessions_share_one_store_and_distinct_stores_do_not(fix, tmp_path):
+    import gc
+    import weakref
+
+    from ssl_attn.explorer.data import clear_shared, shared_data
+
+    clear_shared()
+    a, b = Explorer(fix.store), Explorer(Path(os.path.relpath(fix.store)))  # same store
+    assert a.data is b.data and a.state is not b.state  # shared data, per-session state
+    for attr in ("tree", "scores", "dataset", "image_table", "_root", "_scores_root"):
+        assert getattr(a.data, attr) is getattr(b.data, attr), attr
+    iid = a.data.image_ids[0]
+    assert a.data.cube("vit", "frozen", "cls", iid) is b.data.cube("vit", "frozen", "cls", iid)
+    assert a.data.photo(iid) is b.data.photo(iid)
+    assert (a.data.score_block("iou", "vit", "full", "cls", 50)
+            is b.data.score_block("iou", "vit", "full", "cls", 50))
+    other = build_store(tmp_path / "other.zarr", dataset=tmp_path / "missing_dataset")
+    c = Explorer(other)
+    assert c.data is not a.data and c.data.tree is not a.data.tree
+    # A session's objects are not kept alive by the shared data (memory per closed session).
+    refs = [weakref.ref(o) for o in (b, b.state, b.attention, b.browser)]
+    del b
+    gc.collect()
+    assert all(r() is None for r in refs)
+    assert shared_data(fix.store) is a.data
+
+
+def test_a_changed_store_is_reopened_not_served_stale(tmp_path):
+    from ssl_attn.explorer.data import shared_data, store_signature
+    from ssl_attn.store import scores_path
+
+    built = build_all(tmp_path / "d")
+    first = shared_data(built.store)
+    assert shared_data(built.store) is first
+    sig = store_signature(built.store)
+    for changed in (built.store / "zarr.json", scores_path(built.store) / "zarr.json"):
+        st = changed.stat()
+        os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # rewritten metadata
+        again = shared_data(built.store)
+        assert again is not first and again.tree is not first.tree
+        assert shared_data(built.store) is again
+        first = again
+    assert store_signature(built.store) != sig
+    # An extract batch (region writes, no metadata change) rewrites the `complete` flags.
+    flag = next(p for p in (built.store / "vit" / "complete").rglob("*") if p.is_file())
+    st = flag.stat()
+    os.utime(flag, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert shared_data(built.store) is not first

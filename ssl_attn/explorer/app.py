@@ -11,7 +11,12 @@ import panel as pn
 import param
 
 from ssl_attn.explorer.compare import ModelComparison, PatchSimilarity, VariantComparison
-from ssl_attn.explorer.data import ExplorerData, PathRejectedError, resolve_store_path
+from ssl_attn.explorer.data import (
+    ExplorerData,
+    PathRejectedError,
+    resolve_store_path,
+    shared_data,
+)
 from ssl_attn.explorer.state import ExplorerState
 from ssl_attn.explorer.tables import ImageBrowser, Leaderboard
 from ssl_attn.explorer.text import alert, error_line, markdown, md_code, md_escape, plain, show_path
@@ -93,9 +98,12 @@ class Explorer(pn.viewable.Viewer):
         self.models = self.variants = self.similarity = self.browser = None
         if error:
             return
-        self.data = ExplorerData(self.store, data=data, scores=scores, data_dir=data_dir)
-        if skip_scores:
+        if skip_scores:  # the fallback page: a private copy, never the shared one
+            self.data = ExplorerData(self.store, data=data, scores=scores, data_dir=data_dir)
             self.data.scores = None
+        else:
+            # One ExplorerData per store and process, shared by every session (read-only).
+            self.data = shared_data(self.store, data=data, scores=scores, data_dir=data_dir)
         if not self.data.ok:
             return
         self.state = ExplorerState(self.data)
@@ -175,7 +183,8 @@ class Explorer(pn.viewable.Viewer):
     def tabs(self) -> pn.Tabs:
         """The secondary views in tabs. A tab's content is built the first time it is shown
         (``dynamic=True`` alone would still build every view up front), so the leaderboard's
-        bootstrap and the HoloViews comparison plots cost nothing until asked for."""
+        bootstrap and the HoloViews comparison plots cost nothing until asked for; in a server
+        session even the first tab is built only after the page is on screen."""
         views = [("Layer curves", self.curves), ("Leaderboard", self.leaderboard),
                  ("Model comparison", self.models), ("Variants", self.variants),
                  ("Patch similarity", self.similarity)]
@@ -189,7 +198,9 @@ class Explorer(pn.viewable.Viewer):
             if not holders[index].objects:
                 holders[index].objects = [views[index][1]]
 
-        show(tabs.active)
+        # The first tab is below the fold: build it once the page is on screen (a lighter first
+        # render; ``onload`` runs at once without a server session, e.g. in tests).
+        pn.state.onload(lambda: show(tabs.active))
         pn.bind(show, tabs.param.active, watch=True)
         return tabs
 
