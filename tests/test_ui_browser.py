@@ -122,6 +122,9 @@ def test_layer_and_box_tap_update_the_page(server, tmp_path):
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(server)
             _status(page, r"image Q100_wd0 · model vit · frozen · cls · layer 2 · head mean")
+            # The first tab (layer curves) is built after the page loads (pn.state.onload).
+            page.get_by_text(re.compile(r"Mean over images; band: 95% percentile bootstrap"))\
+                .wait_for(timeout=30000)
             # Move the layer with the player: "first" -> layer 0, "next" -> layer 1.
             page.locator("button.first").click()
             _status(page, r"· layer 0 ·")
@@ -138,6 +141,9 @@ def test_layer_and_box_tap_update_the_page(server, tmp_path):
             page.get_by_text("box_coverage: 0.1100").wait_for(timeout=30000)
             page.wait_for_timeout(500)
             page.screenshot(path=str(tmp_path / "explorer.png"), full_page=True)
+            if os.environ.get("SSL_ATTN_SHOTS"):  # keep a copy to look at
+                page.screenshot(path=os.path.join(os.environ["SSL_ATTN_SHOTS"],
+                                                  "explorer.png"), full_page=True)
         finally:
             browser.close()
     assert (tmp_path / "explorer.png").stat().st_size > 10_000
