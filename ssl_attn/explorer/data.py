@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import os
 import threading
 from collections import OrderedDict
@@ -480,25 +481,18 @@ class ExplorerData(ScoresMixin):
     def _load_pil(self, image_id: str, size: int):
         """The photo as an RGB ``PIL.Image`` whose longest side is at most ``size`` px.
 
-        Opens the file itself when the dataset names its path, so JPEG DCT scaling (``draft``)
-        applies *before* decoding (1/2–1/8 of the pixels decoded: several times faster for
-        thumbnails); else the dataset's loader, which decodes in full. EXIF orientation is not
-        applied, as in ``WikiChurches.load_image`` (boxes refer to the stored pixel grid).
+        Decoded by the dataset's own loader (``WikiChurches.load_image(max_side=size)``: JPEG
+        DCT scaling before decoding, the one owner of the image-id → path rule and of the
+        decompression-bomb limit), then shrunk with ``thumbnail``. A dataset object whose
+        loader takes no ``max_side`` is decoded in full. EXIF orientation is not applied
+        (boxes refer to the stored pixel grid).
         """
-        im = None
-        path_of = getattr(self.dataset, "image_path", None)
-        if path_of is not None:
-            from PIL import Image
-
-            try:
-                im = Image.open(path_of(image_id))
-                with contextlib.suppress(Exception):  # draft is only an optimisation
-                    im.draft("RGB", (size, size))
-                im = im.convert("RGB")
-            except Exception:  # unreadable here: let the dataset's loader report it
-                im = None
-        if im is None:
-            im = self.dataset.load_image(image_id).convert("RGB")
+        load = self.dataset.load_image
+        if "max_side" in inspect.signature(load).parameters:
+            im = load(image_id, max_side=size)
+        else:
+            im = load(image_id)
+        im = im.convert("RGB")
         im.thumbnail((size, size))
         return im
 
