@@ -127,7 +127,7 @@ class ExplorerData(ScoresMixin):
 
     # ------------------------------------------------------------------ opening
     def _open_store(self) -> None:
-        from ssl_attn.store import open_store
+        from ssl_attn.store import SchemaVersionError, open_store
 
         if not self.store_path.exists():
             self.problems.append(
@@ -137,6 +137,11 @@ class ExplorerData(ScoresMixin):
             return
         try:
             self.tree = open_store(self.store_path)
+        except SchemaVersionError as exc:  # a newer ssl-attn wrote it: say so, not "unreadable"
+            self.problems.append(
+                f"The store {self.store_path} has schema version {exc.found}, newer than this "
+                f"ssl-attn reads (up to {exc.supported}). Upgrade ssl-attn to open it.")
+            return
         except Exception as exc:  # report any unreadable store as a message, never crash the app
             self.problems.append(f"Cannot open the store {self.store_path}: {exc}")
             return
