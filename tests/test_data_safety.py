@@ -155,15 +155,16 @@ KILL_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.parametrize("after", [1, 4])
 def test_sigkill_during_group_creation_then_rerun_equals_a_clean_run(
-    tmp_path, synthetic_root, tiny_weights
+    tmp_path, synthetic_root, tiny_weights, after
 ):
     from test_extract import VIT, data_of
 
     path = tmp_path / "killed.zarr"
     proc = subprocess.run(
         [sys.executable, "-c", KILL_SCRIPT, str(path), str(synthetic_root), str(tiny_weights),
-         VIT, "3"], env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300,
+         VIT, str(after)], env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert (path / VIT / "zarr.json").is_file()  # the group was half created
