@@ -388,7 +388,8 @@ def extract(
         mrep = ModelReport(model=key, variant=variant, n_images=len(mine),
                            n_done_before=len(mine) - len(todo))  # fmt: skip
         report.models[key] = mrep
-        if todo:  # else nothing to do: the model is not even loaded
+        if todo:  # else nothing to do: the model is not even loaded (and nothing locked)
+            st.check_writable(store)  # a read-only store fails here, before the model loads
             group = _ModelGroup(store, key, variant, image_ids=all_ids, image_coords=coords,
                                 synthetic=wc.is_synthetic, layers=layers)  # fmt: skip
             _run_model(wc, group, todo, mrep, report, settings)

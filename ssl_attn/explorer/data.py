@@ -177,7 +177,7 @@ class ExplorerData(ScoresMixin):
             return False
 
     def _open_store(self) -> None:
-        from ssl_attn.store import open_store
+        from ssl_attn.store import SchemaVersionError, open_store
 
         if not self._exists(self.store_path):
             self.problems.append(
@@ -187,6 +187,11 @@ class ExplorerData(ScoresMixin):
             return
         try:
             self.tree = open_store(self.store_path)
+        except SchemaVersionError as exc:  # a newer ssl-attn wrote it: say so, not "unreadable"
+            self.problems.append(
+                f"The store {self.store_path} has schema version {exc.found}, newer than this "
+                f"ssl-attn reads (up to {exc.supported}). Upgrade ssl-attn to open it.")
+            return
         except Exception as exc:  # report any unreadable store as a message, never crash the app
             self.problems.append(f"Cannot open the store {self._path(self.store_path)}: "
                                  f"{self._reason(exc)}")

@@ -42,7 +42,14 @@ from .fast import (
     read_map,
     read_slice,
 )
-from .layout import add_skipped, init_model_group, init_store, store_lock
+from .layout import (
+    add_skipped,
+    check_target,
+    check_writable,
+    init_model_group,
+    init_store,
+    store_lock,
+)
 from .maps import head_mean, scores_path
 from .read import model_groups, open_scores, open_store, select_map
 from .schema import (
@@ -50,10 +57,14 @@ from .schema import (
     IMAGE_COORDS,
     IMAGE_DIM,
     MAP_METHODS,
+    SCHEMA_ATTR,
+    SCHEMA_VERSION,
     VARIABLE_DIMS,
     VARIABLE_DTYPES,
     VARIANT_DIM,
+    SchemaVersionError,
     StoreError,
+    check_schema,
 )
 from .write import completed, write_maps
 
@@ -62,11 +73,17 @@ __all__ = [
     "IMAGE_COORDS",
     "IMAGE_DIM",
     "MAP_METHODS",
+    "SCHEMA_ATTR",
+    "SCHEMA_VERSION",
     "VARIABLE_DIMS",
     "VARIABLE_DTYPES",
     "VARIANT_DIM",
+    "SchemaVersionError",
     "StoreError",
     "add_skipped",
+    "check_schema",
+    "check_target",
+    "check_writable",
     "completed",
     "decode_attr",
     "decode_attrs",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -24,9 +25,12 @@ from .schema import (
     COMPLETE,
     IMAGE_COORDS,
     IMAGE_DIM,
+    SCHEMA_ATTR,
+    SCHEMA_VERSION,
     VARIABLE_DTYPES,
     VARIANT_DIM,
     StoreError,
+    check_schema,
 )
 
 _LOCK_NAME = ".lock"
@@ -72,30 +76,91 @@ def _has_zarr_root(path: Path) -> bool:
     return (path / "zarr.json").is_file()
 
 
-def init_store(path: str | os.PathLike, *, synthetic: bool, dataset: str) -> None:
-    """Create the store root (attrs ``synthetic``, ``dataset``, ``skipped_images``) if absent.
+def _root_attrs(path: Path) -> dict[str, Any]:
+    """The root attrs as stored in ``zarr.json`` (read directly: no write access needed)."""
+    try:
+        meta = json.loads((path / "zarr.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{path}: unreadable zarr.json ({exc}); not an attention store?"
+                         ) from None
+    if not isinstance(meta, dict) or meta.get("node_type") != "group":
+        raise StoreError(f"{path}: zarr.json is not a Zarr v3 group; not an attention store.")
+    attrs = meta.get("attributes") or {}
+    return attrs if isinstance(attrs, dict) else {}
 
-    An existing root is checked: mixing synthetic and real data in one store raises
-    :class:`StoreError`. ``dataset`` of an existing store is kept.
+
+def check_target(path: str | os.PathLike) -> None:
+    """Refuse to write a store at ``path`` when something else is there, before anything is
+    written or computed.
+
+    Fine: no such path, an empty folder (or one holding only the lock file), or a store
+    (``zarr.json`` present) whose schema version this ssl-attn reads. Anything else — a file,
+    or a non-empty folder without ``zarr.json`` — raises :class:`StoreError` naming it;
+    a newer store raises :class:`~.schema.SchemaVersionError`.
     """
     path = Path(path)
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise StoreError(f"{path}: exists and is not a folder; --store needs a *.zarr folder "
+                         "(new or made by ssl-attn).")
+    if _has_zarr_root(path):
+        check_schema(path, _root_attrs(path))
+        return
+    other = sorted(p.name for p in path.iterdir() if p.name != _LOCK_NAME)
+    if other:
+        raise StoreError(
+            f"{path}: this folder is not an attention store (no zarr.json) and is not empty "
+            f"(holds {other[:3]}{' ...' if len(other) > 3 else ''}); refusing to write into it. "
+            "Pass a new path (e.g. results/maps.zarr) or an existing store."
+        )
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Raise PermissionError naming ``path`` (a store, or the folder a new one goes in) when
+    this process cannot write there; call before computing anything."""
+    path = Path(path)
+    where = path if path.exists() else next((p for p in path.parents if p.exists()), Path("."))
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise PermissionError(f"{where}: not writable; cannot write the store {path} here.")
+
+
+def init_store(path: str | os.PathLike, *, synthetic: bool, dataset: str) -> None:
+    """Create the store root (attrs ``synthetic``, ``dataset``, ``skipped_images`` and
+    ``ssl_attn_schema``) if absent.
+
+    Refuses (:class:`StoreError`) a path that is neither new, empty nor a store
+    (:func:`check_target`), and a store of a newer schema version. An existing root is checked:
+    mixing synthetic and real data in one store raises :class:`StoreError`. ``dataset`` of an
+    existing store is kept. A complete existing root is only read (no lock, no write access).
+    """
+    path = Path(path)
+    check_target(path)
+
+    def check(attrs: Mapping[str, Any]) -> bool:
+        """True when the root is complete; raises on a synthetic/real mix."""
+        have = attrs.get("synthetic")
+        if have is not None and bool(have) != bool(synthetic):
+            raise StoreError(
+                f"{path}: the store holds {'synthetic' if have else 'real'} data (root attr "
+                f"'synthetic' = {have}) but this run is {'synthetic' if synthetic else 'real'}"
+                "; write to another store path."
+            )
+        return have is not None
+
+    if _has_zarr_root(path) and check(_root_attrs(path)):
+        return  # nothing to write: no lock, so a read-only store with nothing to do works
     with store_lock(path):
         if _has_zarr_root(path):
             root = zarr.open_group(str(path), mode="r+", use_consolidated=False)
-            have = root.attrs.get("synthetic")
-            if have is not None and bool(have) != bool(synthetic):
-                raise StoreError(
-                    f"{path}: the store holds {'synthetic' if have else 'real'} data (root attr "
-                    f"'synthetic' = {have}) but this run is {'synthetic' if synthetic else 'real'}"
-                    "; write to another store path."
-                )
-            if have is not None:
+            check_schema(path, root.attrs)
+            if check(root.attrs):
                 return
         else:
             root = zarr.open_group(str(path), mode="a", zarr_format=3)
         root.attrs.update(
             encode_attrs({"synthetic": bool(synthetic), "dataset": str(dataset),
-                          "skipped_images": []})
+                          "skipped_images": [], SCHEMA_ATTR: SCHEMA_VERSION})
         )  # fmt: skip
         _consolidate(path)
 
@@ -274,6 +339,41 @@ def _merge_image_coords(path: Path, model_key: str, have: xr.Dataset, want: xr.D
             array[:] = np.asarray(merged, dtype=object if name == "style" else np.int64)
 
 
+def _any_complete(path: Path, model_key: str) -> bool:
+    """True when the group's ``complete`` array exists and flags any image of any variant."""
+    try:
+        flags = zarr.open_array(str(path / model_key / COMPLETE), mode="r")
+        return bool(np.any(flags[...]))
+    except Exception:  # absent or unreadable: no image is known to be complete
+        return False
+
+
+def _usable_group(path: Path, model_key: str, want: xr.Dataset) -> xr.Dataset | None:
+    """The existing group (None if absent), checked against ``want``.
+
+    A group that does not match or cannot even be read, but holds no complete image in any
+    variant, is what a run killed while creating it leaves behind: it holds nothing, so it is
+    deleted (None returned: the caller creates it again). With complete images the mismatch
+    raises :class:`StoreError` naming the field. Call under the lock.
+    """
+    group_dir = path / model_key
+    if not group_dir.exists():
+        return None
+    try:
+        have = _open_group_ds(path, model_key)
+        if have is None:
+            raise StoreError(f"{group_dir}: no zarr.json")
+        _check_matches(path, model_key, have, want)
+        return have
+    except Exception:
+        if _any_complete(path, model_key):
+            raise
+    warnings.warn(f"{group_dir}: half-created group with no complete image (a run was killed "
+                  "while creating it); creating it again.", UserWarning, stacklevel=3)
+    shutil.rmtree(group_dir)
+    return None
+
+
 def init_model_group(
     path: str | os.PathLike,
     model_key: str,
@@ -309,7 +409,10 @@ def init_model_group(
 
     Every variable is NaN and ``complete`` False until written, chunked one image per chunk.
     Idempotent: with the same arguments a second call changes nothing; a variant the group
-    lacks is appended along ``variant``; any other difference raises :class:`StoreError`.
+    lacks is appended along ``variant``; any other difference raises :class:`StoreError`,
+    except in a group with no complete image in any variant (e.g. half-created by a killed
+    run), which is deleted and created again. Refuses a path that is not a store
+    (:func:`check_target`) and a store of a newer schema version.
     Runs under the store lock, so concurrent first calls from several processes are safe.
 
     Returns:
@@ -324,17 +427,19 @@ def init_model_group(
         grid=grid, channels=channels, variables=variables, variant=variant,
     )  # fmt: skip
     attrs = encode_attrs(dict(attrs or {}))
+    check_target(path)
     with store_lock(path):
         if not _has_zarr_root(path):
-            zarr.open_group(str(path), mode="a", zarr_format=3)
-        have = _open_group_ds(path, model_key)
+            root = zarr.open_group(str(path), mode="a", zarr_format=3)
+            root.attrs[SCHEMA_ATTR] = SCHEMA_VERSION
+        check_schema(path, _root_attrs(path))
+        have = _usable_group(path, model_key, want)
         changed = True
         if have is None:
             want.attrs = {**attrs, "variant_provenance": json.dumps({variant: attrs})}
             want.to_zarr(str(path), group=model_key, mode="w-", encoding=encoding,
                          consolidated=False, zarr_format=3)  # fmt: skip
         else:
-            _check_matches(path, model_key, have, want)
             _merge_image_coords(path, model_key, have, want)
             variants = [str(v) for v in have[VARIANT_DIM].values]
             if variant in variants:

@@ -14,9 +14,9 @@ from typing import Any
 import xarray as xr
 import zarr
 
-from .layout import _has_zarr_root
+from .layout import _has_zarr_root, _root_attrs
 from .maps import head_mean
-from .schema import COMPLETE, IMAGE_DIM, VARIANT_DIM
+from .schema import COMPLETE, IMAGE_DIM, VARIANT_DIM, check_schema
 
 
 def open_store(path: str | os.PathLike, *, chunks: Any = None) -> xr.DataTree:
@@ -30,7 +30,9 @@ def open_store(path: str | os.PathLike, *, chunks: Any = None) -> xr.DataTree:
     Uses the consolidated metadata when present (one file read for the whole tree: opening a
     small store took ~20 ms here, one ``select_map`` ~10 ms). Values come back as
     stored: NaN where a map is not computed yet (check ``complete``). Attrs are as stored;
-    decode JSON attrs with :func:`decode_attr`.
+    decode JSON attrs with :func:`decode_attr`. Raises
+    :class:`~ssl_attn.store.schema.SchemaVersionError` for a store of a newer schema version
+    (root attr ``ssl_attn_schema``; absent means 1).
     """
     path = Path(path)
     if not _has_zarr_root(path):
@@ -38,6 +40,7 @@ def open_store(path: str | os.PathLike, *, chunks: Any = None) -> xr.DataTree:
             f"{path}: not an attention store (no zarr.json); run `ssl-attn extract` or "
             "ssl_attn.extract.extract(...) to create it."
         )
+    check_schema(path, _root_attrs(path))
     store = zarr.storage.LocalStore(str(path), read_only=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)  # consolidated-v3 notice

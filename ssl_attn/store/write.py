@@ -170,10 +170,12 @@ def write_maps(
 
 
 def completed(path: str | os.PathLike, model_key: str, variant: str = "frozen") -> set[str]:
-    """The image_ids whose maps are complete for ``(model_key, variant)``; empty if absent."""
+    """The image_ids whose maps are complete for ``(model_key, variant)``; empty if absent, or
+    if the group is half-created (a run killed while creating it: no ``variant``, ``image_id``
+    or ``complete`` yet), which :func:`init_model_group` then rebuilds."""
     path = Path(path)
     ds = _open_group_ds(path, model_key) if _has_zarr_root(path) else None
-    if ds is None:
+    if ds is None or any(k not in ds.variables for k in (VARIANT_DIM, IMAGE_DIM, COMPLETE)):
         return set()
     variants = [str(v) for v in ds[VARIANT_DIM].values]
     if variant not in variants:

@@ -25,8 +25,11 @@ uniform baseline's draws with dims ``(model, image_id[, percentile])``, ``(model
 Resume: the root attr ``fingerprints`` (JSON) records, per ``model/variant`` and per
 baseline, a hash of the inputs (completed image ids, the group's provenance, the boxes of
 those images, and every scoring parameter). A rerun recomputes only blocks whose fingerprint
-changed and copies the others. The root attrs ``stats_n_boot`` and ``stats_seed`` record the
-statistics convention of :mod:`ssl_attn.stats` the analyses of these scores use.
+changed and copies the others. The existing output is verified first: a missing variable
+means nothing is reused, and a block is reused only while its chunk files (counted in the root
+attr ``block_chunks``) are all there. A whole run holds ``<out>.lock``. The root attrs
+``stats_n_boot`` and ``stats_seed`` record the statistics convention of :mod:`ssl_attn.stats`
+the analyses of these scores use.
 
 Three steps, one module each:
 
@@ -43,6 +46,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import xarray as xr
@@ -96,10 +100,20 @@ def score(
         n_draws, seed: uniform-baseline draws and seed.
 
     Only images whose ``complete`` flag is True are scored; everything else is NaN. Returns
-    the Dataset (lazy, opened from ``out`` when written).
+    the Dataset (lazy, opened from ``out`` when written). Writing, the whole run holds the
+    output's lock (``<out>.lock``): concurrent runs on one output take turns. An output that
+    cannot be written, or a store of a newer schema version, raises before computing.
     """
-    plan = make_plan(store, out=out, resolution=resolution, percentiles=percentiles,
-                     baselines=baselines, data=data, n_draws=n_draws, seed=seed)
-    results = _compute.compute(plan, chunk_images=chunk_images, scheduler=scheduler)
-    return _write.write(plan, results)
+    def run() -> xr.Dataset:
+        plan = make_plan(store, out=out, resolution=resolution, percentiles=percentiles,
+                         baselines=baselines, data=data, n_draws=n_draws, seed=seed)
+        results = _compute.compute(plan, chunk_images=chunk_images, scheduler=scheduler)
+        return _write.write(plan, results)
+
+    if out is None and isinstance(store, xr.DataTree):
+        return run()  # nothing written: no lock
+    out_path = Path(out) if out is not None else scores_path(store)
+    _write.check_writable(out_path)
+    with _write.scores_lock(out_path):
+        return run()
 

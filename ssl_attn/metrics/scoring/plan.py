@@ -26,7 +26,15 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ...store import MAP_METHODS, decode_attr, head_mean, open_scores, open_store, scores_path
+from ...store import (
+    MAP_METHODS,
+    check_schema,
+    decode_attr,
+    head_mean,
+    open_scores,
+    open_store,
+    scores_path,
+)
 from ..baselines import BASELINES, CENTER_SIGMA, SALIENCY_SIGMA
 from ..core import KL_EPS
 from .layout import Layout, Params, ScoreError, _ImageSpec, fingerprint
@@ -240,6 +248,7 @@ def make_plan(store: Any, *, out: str | os.PathLike | None, resolution: int,
     """Read the store and boxes, lay out the output and decide which blocks to reuse (the
     arguments are :func:`ssl_attn.metrics.score`'s)."""
     tree, store_path = open_tree(store)
+    check_schema(store_path or "the store", tree.attrs)  # a DataTree is not checked on opening
     percentiles = tuple(float(p) for p in percentiles)
     data = _dataset_root(tree, store_path, data)
     wc = dataset(data)
@@ -307,9 +316,59 @@ def make_plan(store: Any, *, out: str | os.PathLike | None, resolution: int,
     return plan
 
 
+def block_chunks(path: Path, models: Sequence[str], variants: Sequence[str]
+                 ) -> dict[str, int]:
+    """Per ``model/variant`` key, how many chunk files the scores at ``path`` hold for it.
+
+    Reads the Zarr metadata of every array (not the consolidated copy) and counts files under
+    ``<var>/c/<model>/<variant>/`` for block variables ``(model, variant, ...)`` and under
+    ``<var>/c/<model>/`` for per-model ones (the baselines' ``_draw_std``). Recorded in the root
+    attr ``block_chunks`` when written; a resume trusts a block only if the count still matches
+    (a chunk of all-NaN values is not stored, so the count is the record, not a fixed number).
+    """
+    counts = {f"{m}/{v}": 0 for m in models for v in variants}
+
+    def files(folder: Path) -> int:
+        return sum(len(f) for _, _, f in os.walk(folder)) if folder.is_dir() else 0
+
+    for meta_file in sorted(path.glob("*/zarr.json")):
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (OSError, ValueError):
+            continue
+        dims = tuple(meta.get("dimension_names") or ())
+        if meta.get("node_type") != "array" or dims[:1] != ("model",):
+            continue
+        chunks = meta_file.parent / "c"
+        for mi, m in enumerate(models):
+            if dims[1:2] == ("variant",):
+                for vi, v in enumerate(variants):
+                    counts[f"{m}/{v}"] += files(chunks / str(mi) / str(vi))
+            else:
+                n = files(chunks / str(mi))
+                for v in variants:
+                    counts[f"{m}/{v}"] += n
+    return counts
+
+
+def _damage(path: Path, old: xr.Dataset, layout: Layout) -> str | None:
+    """Why the existing output at ``path`` cannot be trusted at all (a variable or coordinate
+    missing on disk, or one this layout needs that it lacks), else None."""
+    lost = [k for k in [*old.variables] if not (path / str(k) / "zarr.json").is_file()]
+    lost += [k for k in layout.variables() if k not in old.variables]
+    if lost:
+        return f"variables {sorted(set(lost))[:5]} are missing"
+    return None
+
+
 def _plan_resume(plan: Plan, out: str | os.PathLike | None) -> None:
     """Set ``out_path`` (``out``, else next to the store, else None), open an existing output
-    and mark the blocks whose fingerprint it already has."""
+    and mark the blocks whose fingerprint it already has.
+
+    The existing output is verified first: if any variable or coordinate is missing on disk it
+    is not trusted at all (everything is recomputed and written afresh); a block is reused only
+    if its chunk files are all still there (root attr ``block_chunks``, where recorded).
+    """
     if out is not None:
         plan.out_path = Path(out)
     elif plan.store_path is not None:
@@ -317,6 +376,21 @@ def _plan_resume(plan: Plan, out: str | os.PathLike | None) -> None:
     plan.old = _open_existing(plan.out_path)
     if plan.old is None:
         return
+    why = _damage(plan.out_path, plan.old, plan.layout)
+    if why is not None:
+        warnings.warn(f"{plan.out_path}: existing scores damaged ({why}); recomputing "
+                      "everything", UserWarning, stacklevel=4)
+        plan.old = None
+        return
     old_fps = json.loads(plan.old.attrs.get("fingerprints", "{}"))
     plan.reuse = {k for k, fp in plan.fingerprints.items() if old_fps.get(k) == fp}
+    recorded = decode_attr(plan.old.attrs.get("block_chunks"))
+    if isinstance(recorded, dict) and plan.reuse:
+        have = block_chunks(plan.out_path, plan.old["model"].values.tolist(),
+                            plan.old["variant"].values.tolist())
+        lost = {k for k in plan.reuse if recorded.get(k) != have.get(k, 0)}
+        if lost:
+            warnings.warn(f"{plan.out_path}: chunks of {sorted(lost)} are missing; "
+                          "recomputing them", UserWarning, stacklevel=4)
+            plan.reuse -= lost
     plan.in_place = plan.old.attrs.get("layout") == plan.layout.key()

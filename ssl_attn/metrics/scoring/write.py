@@ -2,9 +2,15 @@
 
 Storage: one Zarr array per variable, chunked one ``(model, variant, method)`` block per chunk,
 so blocks are written independently and combinations that do not exist are never written (they
-read as NaN). A fresh output is written to ``<out>.tmp`` and swapped in atomically at the end
-(unchanged blocks of a previous output are copied over first); an output with the same layout
-is updated in place. Without an output path the blocks fill numpy arrays (:class:`MemorySink`).
+read as NaN). A fresh output is written to ``<out>.tmp-<pid>`` (this run's own) and swapped
+in atomically at the end (unchanged blocks of a previous output are copied over first); an
+output with the same layout is updated in place. Without an output path the blocks fill numpy
+arrays (:class:`MemorySink`).
+
+Concurrency: a whole scoring run (plan, compute, write) holds :func:`scores_lock`
+(``<out>.lock``), so two runs on one output take turns and the second reuses the first's
+blocks; :func:`check_writable` refuses an output that cannot be written before anything is
+computed.
 """
 
 from __future__ import annotations
@@ -13,6 +19,9 @@ import datetime as _dt
 import json
 import os
 import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +33,55 @@ from ..baselines import CENTER_SIGMA, SALIENCY_SIGMA
 from ..core import KL_EPS
 from ..registry import METRICS
 from .compute import Block
-from .layout import DRAW_STD, Layout, Packing, variable_attrs
-from .plan import Plan
+from .layout import DRAW_STD, Layout, Packing, ScoreError, variable_attrs
+from .plan import Plan, block_chunks
+
+
+# ------------------------------------------------------------------ lock and access
+def lock_path(out_path: Path) -> Path:
+    """The lock file of a scores output: ``<out>.lock`` next to it (the output folder itself
+    is replaced by a rename, so it cannot hold its own lock)."""
+    return out_path.with_name(out_path.name + ".lock")
+
+
+@contextmanager
+def scores_lock(out_path: str | os.PathLike) -> Iterator[None]:
+    """Hold the exclusive lock of the scores at ``out_path`` (``<out>.lock``, ``filelock``) for
+    a whole run; waits for another run that holds it (saying so on stderr)."""
+    from filelock import FileLock, Timeout
+
+    out_path = Path(out_path)
+    lock = FileLock(str(lock_path(out_path)), thread_local=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"ssl-attn score: waiting for another run scoring into {out_path} "
+              f"(lock {lock_path(out_path)})", file=sys.stderr, flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def check_writable(out_path: str | os.PathLike) -> None:
+    """Raise :class:`ScoreError` before anything is computed when the scores cannot be written:
+    the folder they go in (for the temporary output and the lock) and an existing output must
+    be writable."""
+    out_path = Path(out_path)
+    parent = out_path.parent
+    if not parent.is_dir():
+        raise ScoreError(f"{parent}: no such folder; cannot write the scores {out_path}.")
+    for where in (parent, out_path):
+        if where.exists() and not os.access(where, os.W_OK | os.X_OK):
+            raise ScoreError(f"{where}: not writable; cannot write the scores {out_path}. "
+                             "Pass --out to a writable place.")
+
+
+def _stale_temporaries(out_path: Path) -> list[Path]:
+    """Temporary outputs of earlier runs (``<out>.tmp``, ``<out>.tmp-*``): call under the lock,
+    when none is in use."""
+    return sorted(out_path.parent.glob(out_path.name + ".tmp*"))
 
 
 # ------------------------------------------------------------------ root attrs and template
@@ -204,10 +260,11 @@ def copy_block(sink: Any, layout: Layout, old: xr.Dataset, model: str, variant: 
 def write(plan: Plan, results: list[tuple[Block, np.ndarray]]) -> xr.Dataset:
     """Write every computed block, carry over reused ones and return the scores Dataset.
 
-    With ``plan.out_path``: a new layout is written to ``<out>.tmp`` (template, blocks, copies
-    of reused blocks), then replaces ``out``; the same layout is updated in place, and
-    recomputed ``(model, variant)`` blocks of methods that vanished are cleared to NaN. Returns
-    the output opened lazily (coords loaded). Without a path: an in-memory Dataset.
+    With ``plan.out_path`` (call under :func:`scores_lock`): a new layout is written to
+    ``<out>.tmp-<pid>`` (template, blocks, copies of reused blocks), then replaces ``out``; the
+    same layout is updated in place, and recomputed ``(model, variant)`` blocks of methods
+    that vanished are cleared to NaN. Returns the output opened lazily (coords loaded).
+    Without a path: an in-memory Dataset.
     """
     layout, packing = plan.layout, plan.params.packing
     attrs = root_attrs(plan)
@@ -219,10 +276,12 @@ def write(plan: Plan, results: list[tuple[Block, np.ndarray]]) -> xr.Dataset:
         return ds.assign({k: (ds[k].dims, sink[k], ds[k].attrs) for k in ds.data_vars})
 
     out_path = plan.out_path
-    target = out_path if plan.in_place else out_path.with_name(out_path.name + ".tmp")
-    if not plan.in_place:
-        if target.exists():
-            shutil.rmtree(target)
+    for stale in _stale_temporaries(out_path):  # under scores_lock: no other run uses them
+        shutil.rmtree(stale, ignore_errors=True)
+    target = out_path if plan.in_place else out_path.with_name(f"{out_path.name}.tmp-{os.getpid()}")
+    if plan.in_place:
+        _forget_pending(target, plan)
+    else:
         template(layout, attrs).to_zarr(str(target), mode="w", compute=False,
                                         consolidated=True, zarr_format=3)
     sink = ZarrSink(target)
@@ -237,6 +296,8 @@ def write(plan: Plan, results: list[tuple[Block, np.ndarray]]) -> xr.Dataset:
             done = {b.method for b, _ in results if b.model == g and b.variant == v}
             for m in set(layout.methods) - done:
                 clear_block(sink, layout, g, v, m)
+    attrs["block_chunks"] = json.dumps(block_chunks(target, layout.models, layout.variants),
+                                       sort_keys=True)
     _finish(target, attrs)
     if not plan.in_place:
         if out_path.exists():
@@ -244,6 +305,17 @@ def write(plan: Plan, results: list[tuple[Block, np.ndarray]]) -> xr.Dataset:
         os.replace(target, out_path)
     res = open_scores(out_path, chunks={})
     return res.assign_coords({k: res[k].load() for k in res.coords})  # small: eager
+
+
+def _forget_pending(path: Path, plan: Plan) -> None:
+    """Before an in-place update: keep only the reused blocks' fingerprints, so that a run
+    killed while rewriting a block leaves no fingerprint vouching for it."""
+    import zarr
+
+    kept = {k: plan.fingerprints[k] for k in sorted(plan.reuse)}
+    zarr.open_group(str(path), mode="r+").attrs["fingerprints"] = json.dumps(kept,
+                                                                              sort_keys=True)
+    zarr.consolidate_metadata(str(path))
 
 
 def _finish(path: Path, attrs: dict[str, Any]) -> None:
