@@ -189,8 +189,9 @@ class ExplorerData(ScoresMixin):
             self.tree = open_store(self.store_path)
         except SchemaVersionError as exc:  # a newer ssl-attn wrote it: say so, not "unreadable"
             self.problems.append(
-                f"The store {self.store_path} has schema version {exc.found}, newer than this "
-                f"ssl-attn reads (up to {exc.supported}). Upgrade ssl-attn to open it.")
+                f"The store {self._path(self.store_path)} has schema version "
+                f"{md_escape(str(exc.found))}, newer than this ssl-attn reads (up to "
+                f"{exc.supported}). Upgrade ssl-attn to open it.")
             return
         except Exception as exc:  # report any unreadable store as a message, never crash the app
             self.problems.append(f"Cannot open the store {self._path(self.store_path)}: "
