@@ -134,6 +134,15 @@ def _existing_store_arg(text: str) -> Path:
     return path
 
 
+def _check_default(value: Path, option: str, check) -> Path:
+    """Apply a ``type=`` check to a default (argparse converts only given values here, so
+    that parsing never depends on the working directory); a failure is a :class:`UsageError`."""
+    try:
+        return check(str(value))
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(f"argument {option}: {exc}") from None
+
+
 def check_store_metadata(path: str | os.PathLike, *, must_exist: bool) -> None:
     """Refuse a store whose Zarr metadata is foreign or corrupt, before any work.
 
@@ -196,7 +205,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from ssl_attn.wikichurches import WikiChurches
 
-    data = WikiChurches(args.data)
+    data = WikiChurches(_check_default(args.data, "--data", _existing_dir))
     print(describe_dataset(data))
     if args.validate:
         report = data.validate(decode=True, raise_on_error=False)
@@ -268,10 +277,10 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
     models = _parse_models(args.models)
     _check_size(args.size, models)
-    check_store_metadata(args.store, must_exist=False)
+    check_store_metadata(_check_default(args.store, "--store", _store_arg), must_exist=False)
     report = extract(
         args.store,
-        args.data,
+        _check_default(args.data, "--data", _existing_dir),
         models,
         layers=args.layers,
         variant=args.variant,
@@ -299,7 +308,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 def _cmd_score(args: argparse.Namespace) -> int:
     from ssl_attn.metrics import score
 
-    check_store_metadata(args.store, must_exist=True)
+    check_store_metadata(_check_default(args.store, "--store", _existing_store_arg),
+                         must_exist=True)
     scores = score(
         args.store,
         out=args.output,
@@ -328,7 +338,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from ssl_attn.demo import prepare_demo_weights
 
     models = _parse_models(args.models)
-    check_store_metadata(args.store, must_exist=False)
+    check_store_metadata(_check_default(args.store, "--store", _store_arg), must_exist=False)
     weights_dir = prepare_demo_weights(models, args.weights_dir)
     from ssl_attn.extract import extract
 
@@ -399,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_synth)
 
     i = sub.add_parser("info", help="summarise (and optionally validate) a dataset folder")
-    i.add_argument("--data", type=_existing_dir, default=str(DEFAULT_DATA))
+    i.add_argument("--data", type=_existing_dir, default=DEFAULT_DATA)
     i.add_argument("--validate", action="store_true", help="also decode every annotated image")
     i.set_defaults(func=_cmd_info)
 
@@ -413,8 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--models", nargs="+", default=["all"], help="model keys or 'all'")
     e.add_argument("--layers", nargs="+", type=_non_negative, default=None,
                    help="layer indices (0-based; default all)")
-    e.add_argument("--data", type=_existing_dir, default=str(DEFAULT_DATA))
-    e.add_argument("--store", type=_store_arg, default=str(DEFAULT_STORE))
+    e.add_argument("--data", type=_existing_dir, default=DEFAULT_DATA)
+    e.add_argument("--store", type=_store_arg, default=DEFAULT_STORE)
     e.add_argument("--weights-dir", type=_existing_dir, default=None,
                    help="offline weights: one folder per model key (save_pretrained layout, or "
                    "a torchvision state dict for resnet50)")
@@ -435,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_cmd_extract)
 
     c = sub.add_parser("score", help="alignment scores and baselines for a store")
-    c.add_argument("--store", type=_existing_store_arg, default=str(DEFAULT_STORE))
+    c.add_argument("--store", type=_existing_store_arg, default=DEFAULT_STORE)
     c.add_argument("--data", type=_existing_dir, default=None,
                    help="dataset folder (default: the store's own)")
     c.add_argument("-o", "--output", default=None, help="default: <store>.scores.zarr")
@@ -446,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("demo", help="synthetic data -> attention store -> scores")
     m.add_argument("--data", default=str(DEFAULT_DATA))
-    m.add_argument("--store", type=_store_arg, default=str(DEFAULT_STORE))
+    m.add_argument("--store", type=_store_arg, default=DEFAULT_STORE)
     m.add_argument("--n", type=_positive, default=300)
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--models", nargs="+", default=["all"])
