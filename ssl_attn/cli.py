@@ -498,14 +498,20 @@ def error_line(exc: BaseException) -> str:
         text = f"missing key {exc.args[0]!r}"
     else:
         text = str(exc) or type(exc).__name__
-    if not (type(exc).__module__ or "").startswith("ssl_attn") and not isinstance(exc, OSError):
+    own = (type(exc).__module__ or "").startswith("ssl_attn") or isinstance(
+        exc, (UsageError, StoreFileError))  # also when this module runs as __main__
+    if not own and not isinstance(exc, OSError):
         text = f"{type(exc).__name__}: {text}"
     return one_line(text)
 
 
-def one_line(text: str) -> str:
-    """``text`` with its lines folded into one (joined by ``; ``), capped at 2,000 characters."""
-    text = "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+def one_line(text_in: str) -> str:
+    """``text_in`` with its lines folded into one (joined by ``; ``, or a space after a colon),
+    capped at 2,000 characters."""
+    text = ""
+    for line in (ln.strip() for ln in str(text_in).splitlines()):
+        if line:
+            text += ("" if not text else " " if text.endswith(":") else "; ") + line
     if len(text) > _MAX_MESSAGE:
         text = text[: _MAX_MESSAGE - 40].rstrip() + " ... (--debug shows all)"
     return text

@@ -79,6 +79,14 @@ def test_weights_errors_never_suggest_unsafe_unpickling(fixtures, tmp_path, caps
         assert "weights_only=False" not in err and "weights_only = False" not in err
 
 
+def test_weights_of_another_size_never_suggest_ignoring_mismatches(fixtures, tmp_path, capsys):
+    code, _, err = run(["extract", "--models", "dinov2", "--data", str(fixtures["data"]),
+                        "--store", str(tmp_path / "s.zarr"), "--weights-dir",
+                        str(fixtures["w_wrong_size"]), "--device", "cpu"], capsys)  # fmt: skip
+    assert code == 1 and "model.safetensors" in err and "shapes differ" in err
+    assert "ignore_mismatched_sizes" not in err
+
+
 def test_failed_model_load_leaves_no_store(fixtures, tmp_path, capsys):
     store = tmp_path / "new.zarr"
     argv = ["extract", "--models", "dinov2", "--data", str(fixtures["data"]), "--store",
@@ -157,6 +165,8 @@ def test_a_bug_shows_a_hint_then_the_traceback(monkeypatch, capsys, tmp_path):
 
 def test_one_line_folds_and_caps():
     assert cli.one_line("a\n  b\n\nc") == "a; b; c"
+    assert cli.one_line("2 problems:\n  x\n  y") == "2 problems: x; y"
+    assert cli.error_line(cli.UsageError("argument --size: no")) == "argument --size: no"
     assert len(cli.one_line("x" * 10_000)) <= 2000
     err = FileNotFoundError(2, "No such file or directory", "/tmp/x.json")
     assert cli.error_line(err) == "/tmp/x.json: No such file or directory"

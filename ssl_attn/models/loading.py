@@ -150,6 +150,8 @@ def _first_line(exc: BaseException, limit: int = 300) -> str:
     if "weights_only" in text or "Weights only load failed" in text:
         return ("it holds Python objects besides tensors, which are never unpickled "
                 "(torch.load with weights_only=True)")  # fmt: skip
+    if "ignore_mismatched_sizes" in text or "size mismatch" in text:
+        return "the tensor shapes differ from those its config.json describes"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     line = lines[0] if lines else type(exc).__name__
     return line if len(line) <= limit else line[: limit - 3] + "..."
