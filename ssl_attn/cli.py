@@ -2,18 +2,175 @@
 
 Every sub-command imports its heavy dependencies (torch, transformers, dask) only when it runs, so
 ``ssl-attn --help`` answers at once. Run ``ssl-attn <command> --help`` for the options.
+
+Errors and exit status (also in the README, section CLI):
+
+====  ==================================================================================
+0     success
+1     a data or runtime error: a malformed or missing file, weights that do not load, a
+      foreign or corrupt store, an interrupted run (130 for Ctrl-C), or a bug
+2     a usage error: an argument value that is not valid (checked at parse time where
+      possible, e.g. ``--device``, ``--shard``, ``--batch-size``, a ``--data`` that does not
+      exist; unknown model keys and a ``--size`` that is no multiple of a model's patch size
+      right after parsing)
+3     ``extract`` finished but skipped unreadable images (listed in its report and in the
+      store's ``skipped_images`` attr); ``--allow-skipped`` makes that exit 0
+====  ==================================================================================
+
+Expected errors (the package's own exceptions, and ``OSError``/``ValueError``/``KeyError``)
+print one line, ``ssl-attn <command>: error: <message>``, on stderr; the message names the
+file and the field at fault. ``--debug`` (before the command) or ``SSL_ATTN_DEBUG=1`` prints
+the traceback as well. Any other exception is a bug: it prints a one-line hint first, then the
+traceback, and exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 DEFAULT_DATA = Path("data/synthetic")
 DEFAULT_STORE = Path("data/stores/demo.zarr")
+
+EXIT_OK = 0
+EXIT_ERROR = 1  # data or runtime error (or a bug, with its traceback)
+EXIT_USAGE = 2  # a bad argument value
+EXIT_SKIPPED = 3  # extract finished, but images were skipped (see --allow-skipped)
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+
+class UsageError(ValueError):
+    """An argument value found wrong after parsing (unknown model key, size vs patch size);
+    exits with status 2 like an argparse error."""
+
+
+class StoreFileError(ValueError):
+    """A store's ``zarr.json`` is unreadable, not JSON, or not Zarr v3 group metadata."""
+
+
+# --------------------------------------------------------------------------- argument types
+# argparse ``type=`` functions: a bad value exits 2 at parse time with one line naming the option.
+
+_DEVICE = re.compile(r"(auto|cpu|mps|cuda(:\d+)?)")
+
+
+def _device_arg(text: str) -> str:
+    """``auto``, ``cpu``, ``mps``, ``cuda`` or ``cuda:N``."""
+    if not _DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device; use auto, cpu, cuda, cuda:N "
+                                         "or mps")  # fmt: skip
+    return text
+
+
+def _dtype_arg(text: str) -> str:
+    """A dtype name :func:`ssl_attn.models.loading.resolve_dtype` accepts (it owns the list)."""
+    from ssl_attn.models.loading import resolve_dtype
+
+    try:
+        resolve_dtype(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _shard_arg(text: str) -> str:
+    """``i/n`` with ``0 <= i < n`` (checked by :func:`ssl_attn.extract.parse_shard`)."""
+    from ssl_attn.extract import parse_shard
+
+    try:
+        parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _int_arg(minimum: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value}: need {what} (>= {minimum})")
+        return value
+
+    parse.__name__ = f"int>={minimum}"
+    return parse
+
+
+_positive = _int_arg(1, "a positive integer")
+_non_negative = _int_arg(0, "a non-negative integer")
+
+
+def _existing_dir(text: str) -> Path:
+    """A folder that exists (``--data``, ``--weights-dir``)."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{path}: no such folder")
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: is a file, not a folder")
+    return path
+
+
+def _store_arg(text: str) -> Path:
+    """A store path: absent (extract creates it) or a folder, never a file."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: is a file, not a store folder")
+    return path
+
+
+def _existing_store_arg(text: str) -> Path:
+    """A store folder that exists (``score``)."""
+    path = _store_arg(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{path}: no such store (run `ssl-attn extract` first)")
+    return path
+
+
+def _check_default(value: Path, option: str, check) -> Path:
+    """Apply a ``type=`` check to a default (argparse converts only given values here, so
+    that parsing never depends on the working directory); a failure is a :class:`UsageError`."""
+    try:
+        return check(str(value))
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(f"argument {option}: {exc}") from None
+
+
+def check_store_metadata(path: str | os.PathLike, *, must_exist: bool) -> None:
+    """Refuse a store whose Zarr metadata is foreign or corrupt, before any work.
+
+    Reads ``zarr.json`` of the root and of its groups and arrays (two levels down): each must
+    be a JSON object of Zarr format 3. ``must_exist``: a folder without ``zarr.json`` is not a
+    store (``score``). Raises :class:`StoreFileError` naming the file.
+    """
+    path = Path(path)
+    root_meta = path / "zarr.json"
+    if not root_meta.exists():
+        if must_exist:
+            raise StoreFileError(f"{path}: not a Zarr store (no zarr.json); pass the folder "
+                                 "that `ssl-attn extract` wrote")  # fmt: skip
+        return
+    for meta in [root_meta, *sorted(path.glob("*/zarr.json")), *sorted(path.glob("*/*/zarr.json"))]:
+        try:
+            value = json.loads(meta.read_bytes())
+        except OSError as exc:
+            raise StoreFileError(f"{meta}: cannot read ({exc.strerror or exc})") from exc
+        except ValueError as exc:
+            raise StoreFileError(f"{meta}: not valid JSON ({exc}); this is not a store written "
+                                 "by ssl-attn, or it is corrupt") from exc  # fmt: skip
+        if not isinstance(value, dict):
+            raise StoreFileError(f"{meta}: holds a JSON {type(value).__name__}, not Zarr "
+                                 "metadata; this is not a store written by ssl-attn")  # fmt: skip
+        if value.get("zarr_format") != 3:
+            raise StoreFileError(f"{meta}: zarr_format is {value.get('zarr_format')!r}, not 3; "
+                                 "ssl-attn reads and writes Zarr v3 stores only")  # fmt: skip
 
 
 # --------------------------------------------------------------------------- sub-commands
@@ -48,13 +205,18 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from ssl_attn.wikichurches import WikiChurches
 
-    data = WikiChurches(args.data)
+    data = WikiChurches(_check_default(args.data, "--data", _existing_dir))
     print(describe_dataset(data))
     if args.validate:
         report = data.validate(decode=True, raise_on_error=False)
         print(report)
-        return 0 if report.ok else 1
-    return 0
+        if not report.ok:
+            first = report.errors[0] if report.errors else ""
+            print(f"ssl-attn info: error: {data.root}: validation found {len(report.errors)} "
+                  f"error(s) (listed above); the first: {one_line(first)}",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_ERROR
+    return EXIT_OK
 
 
 def describe_dataset(data) -> str:
@@ -89,20 +251,37 @@ def _parse_models(values: Sequence[str]) -> list[str]:
     known = set(list_models())
     unknown = [v for v in values if v not in known]
     if unknown:
-        raise SystemExit(
-            f"unknown model key(s) {unknown}; known: {sorted(known)} "
+        raise UsageError(
+            f"argument --models: unknown model key(s) {unknown}; known: {sorted(known)} "
             "(register others with ssl_attn.models.register_model)"
         )
     return list(values)
 
 
+def _check_size(size: int | None, models: Sequence[str]) -> None:
+    """``--size`` must be a multiple of every chosen model's patch size (32 for ResNet-50)."""
+    if size is None:
+        return
+    from ssl_attn.models import get_spec
+    from ssl_attn.models.registry import grid_shape
+
+    for key in models:
+        try:
+            grid_shape(get_spec(key), (size, size))
+        except ValueError as exc:
+            raise UsageError(f"argument --size: {exc}") from None
+
+
 def _cmd_extract(args: argparse.Namespace) -> int:
     from ssl_attn.extract import extract, parse_shard
 
+    models = _parse_models(args.models)
+    _check_size(args.size, models)
+    check_store_metadata(_check_default(args.store, "--store", _store_arg), must_exist=False)
     report = extract(
         args.store,
-        args.data,
-        _parse_models(args.models),
+        _check_default(args.data, "--data", _existing_dir),
+        models,
         layers=args.layers,
         variant=args.variant,
         weights_dir=args.weights_dir,
@@ -115,12 +294,22 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         progress=True,
     )
     print(report)
-    return 0
+    if report.skipped and not args.allow_skipped:
+        n_images = len({s["image_id"] for s in report.skipped})
+        first = report.skipped[0]
+        reason = one_line(f"{first['image_id']}: {first['reason']}")[:300]
+        print(f"ssl-attn extract: {n_images} image(s) were skipped (unreadable; listed above and "
+              f"in the store's skipped_images attr; the first: {reason}); exit status "
+              f"{EXIT_SKIPPED}. Pass --allow-skipped to exit 0.", file=sys.stderr)  # fmt: skip
+        return EXIT_SKIPPED
+    return EXIT_OK
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
     from ssl_attn.metrics import score
 
+    check_store_metadata(_check_default(args.store, "--store", _existing_store_arg),
+                         must_exist=True)
     scores = score(
         args.store,
         out=args.output,
@@ -149,6 +338,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from ssl_attn.demo import prepare_demo_weights
 
     models = _parse_models(args.models)
+    check_store_metadata(_check_default(args.store, "--store", _store_arg), must_exist=False)
     weights_dir = prepare_demo_weights(models, args.weights_dir)
     from ssl_attn.extract import extract
 
@@ -175,12 +365,29 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line: ``<prog>: error: <message>``, exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+_EPILOG = (
+    "exit status: 0 success; 1 data or runtime error (one line naming the file; a bug also "
+    "prints its traceback); 2 bad arguments; 3 extract skipped images (see --allow-skipped); "
+    "130 interrupted. --debug or SSL_ATTN_DEBUG=1 prints the traceback of every error."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of ``ssl-attn`` (exposed for tests and docs)."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="ssl-attn",
         description="Do self-supervised ViTs look where architecture experts look?",
+        epilog=_EPILOG,
     )
+    p.add_argument("--debug", action="store_true",
+                   help="print the traceback of an error (also: SSL_ATTN_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("download", help="fetch WikiChurches files from Zenodo (verified)")
@@ -195,65 +402,151 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("synth", help="write the synthetic WikiChurches-format dataset")
     s.add_argument("-o", "--output", default=str(DEFAULT_DATA))
-    s.add_argument("--n", type=int, default=300, help="images in all (default 300)")
-    s.add_argument("--n-annotated", type=int, default=None,
+    s.add_argument("--n", type=_positive, default=300, help="images in all (default 300)")
+    s.add_argument("--n-annotated", type=_non_negative, default=None,
                    help="images with expert boxes (default min(n, 139))")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_cmd_synth)
 
     i = sub.add_parser("info", help="summarise (and optionally validate) a dataset folder")
-    i.add_argument("--data", default=str(DEFAULT_DATA))
+    i.add_argument("--data", type=_existing_dir, default=DEFAULT_DATA)
     i.add_argument("--validate", action="store_true", help="also decode every annotated image")
     i.set_defaults(func=_cmd_info)
 
-    e = sub.add_parser("extract", help="attention maps of the annotated images into a store")
+    e = sub.add_parser(
+        "extract", help="attention maps of the annotated images into a store",
+        epilog=f"exit status: 0 done; {EXIT_SKIPPED} done but unreadable images were skipped "
+        "(listed in the report and the store's skipped_images attr; --allow-skipped makes it 0); "
+        "1 data, weights or store error; 2 bad arguments. A run whose first model fails to load "
+        "leaves no new store behind.",
+    )  # fmt: skip
     e.add_argument("--models", nargs="+", default=["all"], help="model keys or 'all'")
-    e.add_argument("--layers", nargs="+", type=int, default=None, help="layer indices (0-based;"
-                   " default all)")
-    e.add_argument("--data", default=str(DEFAULT_DATA))
-    e.add_argument("--store", default=str(DEFAULT_STORE))
-    e.add_argument("--weights-dir", default=None,
+    e.add_argument("--layers", nargs="+", type=_non_negative, default=None,
+                   help="layer indices (0-based; default all)")
+    e.add_argument("--data", type=_existing_dir, default=DEFAULT_DATA)
+    e.add_argument("--store", type=_store_arg, default=DEFAULT_STORE)
+    e.add_argument("--weights-dir", type=_existing_dir, default=None,
                    help="offline weights: one folder per model key (save_pretrained layout, or "
                    "a torchvision state dict for resnet50)")
     e.add_argument("--variant", default="frozen")
-    e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    e.add_argument("--dtype", default=None, help="float32 (default), bfloat16, float16 (GPU)")
-    e.add_argument("--batch-size", type=int, default=8)
-    e.add_argument("--shard", default="0/1", help="i/n: this process does shard i of n")
-    e.add_argument("--size", type=int, default=None, help="input side in px (default native)")
+    e.add_argument("--device", type=_device_arg, default="auto",
+                   help="auto, cpu, cuda, cuda:1, mps")
+    e.add_argument("--dtype", type=_dtype_arg, default=None,
+                   help="float32 (default), bfloat16, float16 (GPU)")
+    e.add_argument("--batch-size", type=_positive, default=8)
+    e.add_argument("--shard", type=_shard_arg, default="0/1",
+                   help="i/n: this process does shard i of n")
+    e.add_argument("--size", type=_positive, default=None,
+                   help="input side in px, a multiple of each model's patch size (default native)")
     e.add_argument("--embeddings", action="store_true", help="also store final patch embeddings")
+    e.add_argument("--allow-skipped", action="store_true",
+                   help=f"exit 0 even when unreadable images were skipped (default: exit "
+                   f"{EXIT_SKIPPED})")
     e.set_defaults(func=_cmd_extract)
 
     c = sub.add_parser("score", help="alignment scores and baselines for a store")
-    c.add_argument("--store", default=str(DEFAULT_STORE))
-    c.add_argument("--data", default=None, help="dataset folder (default: the store's own)")
+    c.add_argument("--store", type=_existing_store_arg, default=DEFAULT_STORE)
+    c.add_argument("--data", type=_existing_dir, default=None,
+                   help="dataset folder (default: the store's own)")
     c.add_argument("-o", "--output", default=None, help="default: <store>.scores.zarr")
-    c.add_argument("--resolution", type=int, default=224, help="evaluation frame R (px)")
+    c.add_argument("--resolution", type=_positive, default=224, help="evaluation frame R (px)")
     c.add_argument("--no-baselines", action="store_true")
     c.add_argument("--scheduler", default=None, help="dask.distributed scheduler address")
     c.set_defaults(func=_cmd_score)
 
     m = sub.add_parser("demo", help="synthetic data -> attention store -> scores")
     m.add_argument("--data", default=str(DEFAULT_DATA))
-    m.add_argument("--store", default=str(DEFAULT_STORE))
-    m.add_argument("--n", type=int, default=300)
+    m.add_argument("--store", type=_store_arg, default=DEFAULT_STORE)
+    m.add_argument("--n", type=_positive, default=300)
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--models", nargs="+", default=["all"])
-    m.add_argument("--weights-dir", default=None,
+    m.add_argument("--weights-dir", type=_existing_dir, default=None,
                    help="real weights (one folder per key); otherwise the hub cache, else "
                    "random-init full-size models, labelled as such")
-    m.add_argument("--device", default="auto")
-    m.add_argument("--batch-size", type=int, default=8)
+    m.add_argument("--device", type=_device_arg, default="auto")
+    m.add_argument("--batch-size", type=_positive, default=8)
     m.add_argument("--no-extract", action="store_true", help="only generate the dataset")
     m.set_defaults(func=_cmd_demo)
     return p
 
 
+# --------------------------------------------------------------------------- errors
+
+
+def _is_expected(exc: BaseException) -> bool:
+    """An error of the input or environment, not a bug: the package's own exceptions, the
+    ones of zarr, and ``OSError`` / ``ValueError`` / ``KeyError``."""
+    from ssl_attn.models.errors import ModelLoadError
+
+    if isinstance(exc, (OSError, ValueError, KeyError, ModelLoadError)):
+        return True
+    module = type(exc).__module__ or ""
+    return module.split(".")[0] in ("ssl_attn", "zarr", "PIL", "safetensors")
+
+
+_MAX_MESSAGE = 2000
+
+
+def error_line(exc: BaseException) -> str:
+    """``exc`` as one line: newlines folded into ``; ``, an ``OSError`` as ``<file>: <reason>``,
+    a ``KeyError`` as ``missing key '<k>'``; a foreign exception keeps its type name.
+    Capped at 2,000 characters."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        where = f"{exc.filename} -> {exc.filename2}" if exc.filename2 else str(exc.filename)
+        text = f"{where}: {exc.strerror}"
+    elif isinstance(exc, KeyError) and len(exc.args) == 1:
+        text = f"missing key {exc.args[0]!r}"
+    else:
+        text = str(exc) or type(exc).__name__
+    own = (type(exc).__module__ or "").startswith("ssl_attn") or isinstance(
+        exc, (UsageError, StoreFileError))  # also when this module runs as __main__
+    if not own and not isinstance(exc, OSError):
+        text = f"{type(exc).__name__}: {text}"
+    return one_line(text)
+
+
+def one_line(text_in: str) -> str:
+    """``text_in`` with its lines folded into one (joined by ``; ``, or a space after a colon),
+    capped at 2,000 characters."""
+    text = ""
+    for line in (ln.strip() for ln in str(text_in).splitlines()):
+        if line:
+            text += ("" if not text else " " if text.endswith(":") else "; ") + line
+    if len(text) > _MAX_MESSAGE:
+        text = text[: _MAX_MESSAGE - 40].rstrip() + " ... (--debug shows all)"
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``ssl-attn`` console script; returns the exit status."""
+    """Entry point of the ``ssl-attn`` console script; returns the exit status.
+
+    Argument errors raise ``SystemExit(2)`` from argparse (one line on stderr) and ``--help``
+    ``SystemExit(0)``; every other outcome is returned: 0, 1, 2 (:class:`UsageError`), 3
+    (extract skipped images) or 130 (interrupted). See the module docstring.
+    """
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TQDM_MININTERVAL", "1")
-    return int(args.func(args) or 0)
+    debug = bool(args.debug) or os.environ.get("SSL_ATTN_DEBUG", "").lower() not in (
+        "", "0", "false", "no")  # fmt: skip
+    prog = f"ssl-attn {args.command}"
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print(f"{prog}: interrupted; a rerun resumes where this one stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # the one top-level handler
+        sys.stdout.flush()
+        if not _is_expected(exc):
+            print(f"{prog}: internal error (a bug in ssl-attn; please report it with this "
+                  f"traceback): {error_line(exc)}", file=sys.stderr)  # fmt: skip
+            traceback.print_exc()
+            return EXIT_ERROR
+        if debug:
+            traceback.print_exc()
+        print(f"{prog}: error: {error_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_ERROR
 
 
 if __name__ == "__main__":

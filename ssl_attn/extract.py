@@ -238,6 +238,28 @@ def _layer_coords(maps: dict[str, np.ndarray], layers: Sequence[int] | None) -> 
     return values
 
 
+class _StoreRoot:
+    """The store root of one :func:`extract` call, created no earlier than needed.
+
+    An existing store (any path that is not absent or an empty folder) is checked at once with
+    :func:`ssl_attn.store.init_store`, before any model loads. A new one is created only by the
+    first write (a model group, or the record of a skipped image), so a run whose models fail
+    to load, or whose first batch fails, leaves no empty store behind.
+    """
+
+    def __init__(self, path: Path, *, synthetic: bool, dataset: str) -> None:
+        self.path, self.synthetic, self.dataset = Path(path), bool(synthetic), dataset
+        self.ready = False
+        if self.path.exists() and not (self.path.is_dir() and not any(self.path.iterdir())):
+            self.ensure()
+
+    def ensure(self) -> None:
+        """Create (or check) the store root once."""
+        if not self.ready:
+            st.init_store(self.path, synthetic=self.synthetic, dataset=self.dataset)
+            self.ready = True
+
+
 class _ModelGroup:
     """The store group of one model in one :func:`extract` call: its variables, coordinates
     and writes.
@@ -251,8 +273,9 @@ class _ModelGroup:
 
     def __init__(self, store: Path, key: str, variant: str, *, image_ids: Sequence[str],
                  image_coords: dict[str, list[Any]], synthetic: bool,
-                 layers: Sequence[int] | None) -> None:  # fmt: skip
+                 layers: Sequence[int] | None, root: _StoreRoot | None = None) -> None:  # fmt: skip
         self.store, self.key, self.variant = store, key, variant
+        self.root = root
         self.image_ids, self.image_coords = list(image_ids), image_coords
         self.synthetic, self.layers = bool(synthetic), layers
         self.writer: GroupWriter | None = None
@@ -261,6 +284,8 @@ class _ModelGroup:
               pixel_values: Any) -> None:  # fmt: skip
         """Write one batch (``maps`` as numpy, first axis = ``ids``), creating the group first."""
         if self.writer is None:
+            if self.root is not None:
+                self.root.ensure()
             self._create(loaded, maps, pixel_values)
             self.writer = GroupWriter(self.store, self.key, self.variant)
         self.writer.write(ids, maps)
@@ -330,7 +355,8 @@ def extract(
     """Extract attention maps of the annotated images into a store, resumably.
 
     Args:
-        store: the Zarr store directory (created if absent).
+        store: the Zarr store directory (created if absent, at the first write: a run that
+            writes nothing, e.g. because the model fails to load, leaves no store behind).
         data: a WikiChurches(-format) folder (``WikiChurches(data).images``: annotated only).
         models: a model key or keys (``ssl_attn.models.list_models()``).
         layers: 0-based layer indices passed to ``extract_maps`` (default all), stored as the
@@ -375,7 +401,7 @@ def extract(
             )
         selected = [i for i in all_ids if i in wanted]
     mine = shard_ids(selected, shard)
-    st.init_store(store, synthetic=bool(wc.is_synthetic), dataset=str(data))
+    root = _StoreRoot(store, synthetic=bool(wc.is_synthetic), dataset=str(data))
     report = ExtractReport(store=str(store), shard=shard)
     settings = _Settings(device=device, dtype=dtype, weights_dir=weights_dir, layers=layers,
                          methods=methods, embeddings=embeddings, size=size,
@@ -391,7 +417,7 @@ def extract(
         if todo:  # else nothing to do: the model is not even loaded (and nothing locked)
             st.check_writable(store)  # a read-only store fails here, before the model loads
             group = _ModelGroup(store, key, variant, image_ids=all_ids, image_coords=coords,
-                                synthetic=wc.is_synthetic, layers=layers)  # fmt: skip
+                                synthetic=wc.is_synthetic, layers=layers, root=root)  # fmt: skip
             _run_model(wc, group, todo, mrep, report, settings)
     return report
 
@@ -443,6 +469,8 @@ def _run_model(wc: Any, group: _ModelGroup, todo: list[str], mrep: ModelReport,
         if skipped or computed:
             # Record what failed, and forget old failures of images that now succeeded.
             cleared = [{"image_id": i, "model": key, "variant": variant} for i in computed]
+            if group.root is not None:
+                group.root.ensure()
             st.add_skipped(group.store, skipped, clear=cleared)
 
 

@@ -64,14 +64,25 @@ def resolve_device(device: str | torch.device = "cpu") -> torch.device:
     """``"auto"`` picks cuda > mps > cpu; anything else is passed to :class:`torch.device`."""
     if isinstance(device, torch.device):
         return device
+    mps = getattr(torch.backends, "mps", None)
+    mps_ok = mps is not None and mps.is_available()
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(device)
+        return torch.device("mps") if mps_ok else torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(
+            f"device {device!r} is not a torch device; use auto, cpu, cuda, cuda:N or mps"
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r}: CUDA is not available on this machine; use "
+                             "cpu or auto")  # fmt: skip
+    if dev.type == "mps" and not mps_ok:
+        raise ModelLoadError(f"device {device!r}: MPS is not available on this machine; use "
+                             "cpu or auto")  # fmt: skip
+    return dev
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
@@ -105,6 +116,75 @@ def build_hf_config(cfg: dict[str, Any], attn_implementation: str | None = None)
     if attn_implementation is not None:
         config._attn_implementation = attn_implementation
     return config
+
+
+def read_config(path: Path, key: str) -> dict[str, Any]:
+    """A model folder's ``config.json`` as a dict; every failure names the file.
+
+    Raises :class:`WeightsUnavailableError` when it cannot be read and :class:`ModelLoadError`
+    when it is not a JSON object.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModelLoadError(f"model {key!r}: {path} is not UTF-8 text ({exc.reason} at byte "
+                             f"{exc.start}); write it with save_pretrained") from None  # fmt: skip
+    except OSError as exc:
+        raise WeightsUnavailableError(
+            f"model {key!r}: cannot read {path} ({exc.strerror or exc})"
+        ) from exc
+    try:
+        cfg = json.loads(text)
+    except ValueError as exc:
+        raise ModelLoadError(f"model {key!r}: {path} is not valid JSON ({exc}); write it with "
+                             "save_pretrained") from None  # fmt: skip
+    if not isinstance(cfg, dict):
+        raise ModelLoadError(f"model {key!r}: {path} holds a JSON {type(cfg).__name__}, not a "
+                             "config object")  # fmt: skip
+    return cfg
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message (never torch's weights_only advice)."""
+    text = str(exc)
+    if "weights_only" in text or "Weights only load failed" in text:
+        return ("it holds Python objects besides tensors, which are never unpickled "
+                "(torch.load with weights_only=True)")  # fmt: skip
+    if "ignore_mismatched_sizes" in text or "size mismatch" in text:
+        return "the tensor shapes differ from those its config.json describes"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    line = lines[0] if lines else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+_WEIGHT_FILES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt", ".h5", ".msgpack")
+
+
+@contextlib.contextmanager
+def _weights_errors(key: str, source: str, local: bool) -> Iterator[None]:
+    """Turn any failure of ``from_pretrained(source)`` into one :class:`ModelLoadError` line
+    naming the folder and its weight files (hub errors are already translated inside)."""
+    try:
+        yield
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        if not local:
+            raise ModelLoadError(
+                f"model {key!r}: loading {source} failed: {_first_line(exc)}"
+            ) from exc
+        folder = Path(source)
+        files = sorted(p.name for p in folder.iterdir() if p.suffix in _WEIGHT_FILES)
+        if not files:
+            raise ModelLoadError(
+                f"model {key!r}: {folder} has config.json but no weights file (model.safetensors"
+                " or pytorch_model.bin); write the folder with save_pretrained"
+            ) from exc
+        shown = ", ".join(str(folder / name) for name in files[:3])
+        raise ModelLoadError(
+            f"model {key!r}: cannot load the weights in {shown}: {_first_line(exc)} (a truncated "
+            "or corrupt file, or weights of another model size)"
+        ) from exc
 
 
 def _vision_config(config: Any) -> Any:
@@ -343,7 +423,7 @@ def _load_hf(
                 f"{folder}/config.json + model.safetensors)"
             )
         source, weights, rev = str(folder), local_weights_label(folder), None
-        cfg = json.loads((folder / "config.json").read_text())
+        cfg = read_config(folder / "config.json", spec.key)
     else:
         from huggingface_hub import hf_hub_download
 
@@ -352,7 +432,7 @@ def _load_hf(
             cfg_file = Path(
                 hf_hub_download(spec.checkpoint, "config.json", revision=revision, token=token)
             )
-        cfg = json.loads(cfg_file.read_text())
+        cfg = read_config(cfg_file, spec.key)
         # a cached hub file lives in snapshots/<commit>/: that is the resolved revision
         rev = cfg_file.parent.name if cfg_file.parent.parent.name == "snapshots" else revision
         weights = f"pretrained:{spec.checkpoint}@{rev or revision or 'main'}"
@@ -374,7 +454,9 @@ def _load_hf(
         # the resolved commit keeps config and weights from one snapshot
         kwargs.update(revision=rev or revision, token=token)
     kwargs.update(get_family(fam).load_config)
-    with hub_errors(spec.checkpoint, spec.key), _quiet_transformers():
+    local = weights.startswith(("local:", "random-init:"))
+    with _weights_errors(spec.key, source, local), hub_errors(spec.checkpoint, spec.key), \
+            _quiet_transformers():  # fmt: skip
         model, info = cls.from_pretrained(source, **kwargs)
     missing = sorted(info.get("missing_keys") or [])
     if missing:
@@ -442,12 +524,21 @@ def _load_resnet(
                 f"(*.pth, *.pt or *.safetensors); found {[p.name for p in files]}"
             )
         path = files[0]
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors.torch import load_file
 
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+                state = load_file(str(path))
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"model {spec.key!r}: {path} is not a readable torchvision state dict: "
+                f"{_first_line(exc)}"
+            ) from exc
+        if not isinstance(state, dict):
+            raise ModelLoadError(f"model {spec.key!r}: {path} holds a {type(state).__name__}, "
+                                 "not a state dict of tensors")  # fmt: skip
         weights, rev = local_weights_label(folder, path), None
     else:
         enum_name = spec.config_overrides.get("weights", "IMAGENET1K_V2")
@@ -465,7 +556,16 @@ def _load_resnet(
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
+        have, want = set(state), set(model.state_dict())
+        missing, unexpected = sorted(want - have), sorted(have - want)
+        where = f"{path}" if weights_dir is not None else weights
+        detail = (f"{len(missing)} tensors missing (e.g. {', '.join(missing[:3])})"
+                  if missing else "")  # fmt: skip
+        if unexpected:
+            detail += ("; " if detail else "") + (
+                f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
         raise ModelLoadError(
-            f"model {spec.key!r}: the state dict does not fit torchvision {arch}: {exc}"
+            f"model {spec.key!r}: the state dict in {where} does not fit torchvision {arch}: "
+            f"{detail or _first_line(exc)}"
         ) from None
     return model, weights, rev
