@@ -32,6 +32,7 @@ import os
 import re
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -205,8 +206,14 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from ssl_attn.wikichurches import WikiChurches
 
-    data = WikiChurches(_check_default(args.data, "--data", _existing_dir))
-    print(describe_dataset(data))
+    # With --validate, bad entries are left out of the tables (and listed below) instead of
+    # stopping the description at the first one.
+    data = WikiChurches(_check_default(args.data, "--data", _existing_dir),
+                        strict=not args.validate)
+    with warnings.catch_warnings():
+        if args.validate:  # the report below lists each problem once
+            warnings.simplefilter("ignore", UserWarning)
+        print(describe_dataset(data))
     if args.validate:
         report = data.validate(decode=True, raise_on_error=False)
         print(report)
@@ -240,6 +247,10 @@ def describe_dataset(data) -> str:
     lines += [f"  {name:28s} {n:5d}" for name, n in counts.items()]
     lines += ["", "boxes per feature:"]
     lines += [f"  {name:28s} {n:5d}" for name, n in boxes["feature"].value_counts().items()]
+    problems = getattr(data, "problems", ())
+    if problems:
+        lines += ["", f"annotation problems: {len(problems)} (left out above; "
+                      "`ssl-attn info --validate` lists them)"]
     return "\n".join(lines)
 
 

@@ -324,3 +324,28 @@ def test_validate_reports_every_problem_at_once(tmp_path):
     text = _quiet(lambda: describe_dataset(wc))
     assert "annotated images: 4   boxes: 5" in text
     assert _quiet(lambda: wc.images)["width"].tolist()[::3] == [40, 20]
+
+
+def test_info_validate_describes_then_lists_every_problem(tmp_path, capsys):
+    from ssl_attn import cli
+
+    outside = {**GOOD, "left": 1.5, "top": 1.4}
+    annotations = {
+        "Q1_wd0.jpg": {"styles": [], "bbox_groups": [
+            {"group_label": 0, "elements": [GOOD, {**GOOD, "left": float("nan")}]},
+            {"group_label": 1, "elements": [outside, {**GOOD, "label": 7}]},
+        ]},
+        "Q4_wd0.jpg": _entry(GOOD),
+    }
+    root = _dataset(tmp_path, annotations, {"Q1_wd0.jpg": (40, 30), "Q4_wd0.jpg": (20, 20)})
+    code = cli.main(["info", "--data", str(root), "--validate"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    # The description is printed (bad entries left out and counted), then every problem.
+    assert "annotated images: 2" in out and "annotation problems: 3" in out
+    for needle in ("group 0 element 1: field 'left' must be a finite number",
+                   "group 1 element 0: box (left 1.5, top 1.4",
+                   "group 1 element 1: label 7 is outside the ontology"):
+        assert needle in out
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "validation found 3 error(s)" in lines[0], err
