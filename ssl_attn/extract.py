@@ -153,12 +153,17 @@ def _image_coords(table: pd.DataFrame) -> dict[str, list[Any]]:
     }
 
 
-def _load_images(wc: Any, ids: Sequence[str]) -> tuple[list[Any], list[str], list[tuple]]:
-    """Decode a batch; returns (images, ids that loaded, [(id, reason)] for those that failed)."""
+def _load_images(wc: Any, ids: Sequence[str], max_side: int | None = None
+                 ) -> tuple[list[Any], list[str], list[tuple]]:
+    """Decode a batch; returns (images, ids that loaded, [(id, reason)] for those that failed).
+
+    ``max_side``: decode at reduced size, both sides kept >= it (``load_image(max_side=...)``:
+    a 108-Mpx JPEG then costs ~85 MB instead of ~500 MB); ``None`` decodes in full.
+    """
     images, ok, bad = [], [], []
     for iid in ids:
         try:
-            image = wc.load_image(iid)
+            image = wc.load_image(iid, max_side=max_side) if max_side else wc.load_image(iid)
             image.load()
         except Exception as exc:  # any failure to read one file skips that image, not the run
             bad.append((iid, f"{type(exc).__name__}: {exc}"))
@@ -429,6 +434,7 @@ def _run_model(wc: Any, group: _ModelGroup, todo: list[str], mrep: ModelReport,
 
     from ssl_attn.attention import extract_maps
     from ssl_attn.models import load_model
+    from ssl_attn.models.preprocess import input_hw
 
     key, variant = group.key, group.variant
     started = time.perf_counter()
@@ -440,7 +446,8 @@ def _run_model(wc: Any, group: _ModelGroup, todo: list[str], mrep: ModelReport,
     computed: list[str] = []
 
     def prepare(ids: list[str]) -> tuple[list[str], Any, list[tuple[str, str]]]:
-        images, ok, bad = _load_images(wc, ids)
+        images, ok, bad = _load_images(wc, ids, max_side=max(input_hw(loaded.spec,
+                                                                      settings.size)))
         pixels = loaded.preprocess(images, size=settings.size).pixel_values if images else None
         return ok, pixels, bad
 

@@ -349,3 +349,16 @@ def test_info_validate_describes_then_lists_every_problem(tmp_path, capsys):
         assert needle in out
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and "validation found 3 error(s)" in lines[0], err
+
+
+def test_extract_decodes_at_reduced_size(tmp_path):
+    from ssl_attn.extract import _load_images
+
+    root = _dataset(tmp_path, {"Q1_wd0.jpg": _entry(GOOD), "Q3_wd0.jpg": _entry(GOOD)},
+                    {"Q1_wd0.jpg": (4096, 3072), "Q3_wd0.jpg": (100, 50)})
+    wc = WikiChurches(root)
+    images, ok, bad = _load_images(wc, ["Q1_wd0", "Q3_wd0"], max_side=224)
+    assert ok == ["Q1_wd0", "Q3_wd0"] and bad == []
+    # The model input is 224: the 4096 x 3072 photo is decoded at 1/8 per side, never below.
+    assert [im.size for im in images] == [(512, 384), (100, 50)]
+    assert [im.size for im in _load_images(wc, ["Q1_wd0"])[0]] == [(4096, 3072)]

@@ -295,6 +295,9 @@ class LoadedModel:
             "grid": list(grid_shape(s, hw)),
             "input_size": list(hw),
             "preprocessing": {
+                "decode": "the full image, decoded at the largest JPEG draft / Image.reduce "
+                          "factor that keeps both sides >= max(input_size) "
+                          "(WikiChurches.load_image(max_side=...)), then resized",
                 "resize": RESIZE_NOTE,
                 "input_size": list(hw),
                 "interpolation": s.resample,
