@@ -759,7 +759,7 @@ def test_sessions_share_one_store_and_distinct_stores_do_not(fix, tmp_path):
     import gc
     import weakref
 
-    from ssl_attn.explorer.data import clear_shared, shared_data
+    from ssl_attn.explorer.shared import clear_shared, shared_data
 
     clear_shared()
     a, b = Explorer(fix.store), Explorer(Path(os.path.relpath(fix.store)))  # same store
@@ -783,7 +783,7 @@ def test_sessions_share_one_store_and_distinct_stores_do_not(fix, tmp_path):
 
 
 def test_a_changed_store_is_reopened_not_served_stale(tmp_path):
-    from ssl_attn.explorer.data import shared_data, store_signature
+    from ssl_attn.explorer.shared import shared_data, store_signature
     from ssl_attn.store import scores_path
 
     built = build_all(tmp_path / "d")

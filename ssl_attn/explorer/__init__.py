@@ -4,10 +4,12 @@
 for ``panel serve dashboards/explorer.py``. Importing this package imports panel and bokeh
 (HoloViews only when a comparison tab is first shown); ``import ssl_attn`` does not import it.
 
-Modules: ``data`` / ``scores`` (cached, read-only access through :mod:`ssl_attn.store`),
-``state`` (the shared selection), ``figures`` (in-place Bokeh figures), ``views`` (attention
-view, layer × head grid, layer curves), ``compare`` and ``tables`` (the tabbed views), ``app``
-(the whole dashboard).
+Modules: ``data`` / ``scores`` (cached, read-only access through :mod:`ssl_attn.store`; the
+numbers come from :mod:`ssl_attn.metrics` and :mod:`ssl_attn.stats`), ``shared`` (one
+``ExplorerData`` per store and server process), ``state`` (the shared selection), ``events``
+(the once-per-action signal, the per-view memo), ``text`` (outside text made safe for panes),
+``figures`` (in-place Bokeh figures), ``views`` (attention view, layer × head grid, layer
+curves), ``compare`` and ``tables`` (the tabbed views), ``app`` (the whole dashboard).
 """
 
 from __future__ import annotations

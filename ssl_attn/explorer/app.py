@@ -15,8 +15,8 @@ from ssl_attn.explorer.data import (
     ExplorerData,
     PathRejectedError,
     resolve_store_path,
-    shared_data,
 )
+from ssl_attn.explorer.shared import shared_data
 from ssl_attn.explorer.state import ExplorerState
 from ssl_attn.explorer.tables import ImageBrowser, Leaderboard
 from ssl_attn.explorer.text import alert, error_line, markdown, md_code, md_escape, plain, show_path
