@@ -37,7 +37,7 @@ MAP_PARAMS = ["image_id", "model", "variant", "method", "layer", "head"]
 _GREY = np.full((2, 2, 3), 235, np.uint8)
 
 
-def _bootstrap_text() -> str:
+def _ci_caption() -> str:
     """The CI convention shown under curves, read from :func:`ssl_attn.stats.bootstrap_settings`
     (the one owner of the number of draws and the seed)."""
     from ssl_attn import stats
@@ -523,6 +523,6 @@ class LayerCurves(_FigureView):
                           f"`{self.data.scores_path.name}` (run `ssl-attn score`).")
         return pn.Column(
             pn.pane.Bokeh(self.figure().fig),
-            pn.pane.Markdown(f"Mean over images; band: {_bootstrap_text()}. Dashed lines: "
+            pn.pane.Markdown(f"Mean over images; band: {_ci_caption()}. Dashed lines: "
                              "baselines. ResNet-50 layers are Grad-CAM stages 1–4.",
                              styles={"font-size": "0.85em"}))
