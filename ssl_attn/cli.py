@@ -27,6 +27,7 @@ traceback, and exits 1.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import re
@@ -69,26 +70,27 @@ def _device_arg(text: str) -> str:
     return text
 
 
-def _dtype_arg(text: str) -> str:
-    """A dtype name :func:`ssl_attn.models.loading.resolve_dtype` accepts (it owns the list)."""
-    from ssl_attn.models.loading import resolve_dtype
+def _checked_by(module: str, name: str):
+    """An argparse ``type=`` that keeps the text and lets ``module.name(text)``, the owner of the
+    rule, reject it: its ValueError becomes the argument's one-line error. The module is
+    imported only when the argument is given (``ssl-attn --help`` stays fast)."""
 
-    try:
-        resolve_dtype(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
+    def parse(text: str) -> str:
+        check = getattr(importlib.import_module(module), name)
+        try:
+            check(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+
+    parse.__name__ = name
+    return parse
 
 
-def _shard_arg(text: str) -> str:
-    """``i/n`` with ``0 <= i < n`` (checked by :func:`ssl_attn.extract.parse_shard`)."""
-    from ssl_attn.extract import parse_shard
-
-    try:
-        parse_shard(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
+#: ``--dtype``: a name :func:`ssl_attn.models.loading.resolve_dtype` accepts (it owns the list).
+_dtype_arg = _checked_by("ssl_attn.models.loading", "resolve_dtype")
+#: ``--shard``: ``i/n`` with ``0 <= i < n`` (:func:`ssl_attn.extract.parse_shard`).
+_shard_arg = _checked_by("ssl_attn.extract", "parse_shard")
 
 
 def _int_arg(minimum: int, what: str):
