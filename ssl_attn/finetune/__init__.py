@@ -29,6 +29,8 @@ _EXPORTS = {
     "Split": "split",
     "make_split": "split",
     "load_or_make_split": "split",
+    "SplitError": "split",
+    "class_weights": "split",
     "StyleImages": "data",
     "FineTunableModel": "model",
     "load_finetuned": "checkpoint",
