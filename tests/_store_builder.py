@@ -236,8 +236,14 @@ def build_store(
     dataset: str | Path = "",
     synthetic: bool = True,
     content: str = "closed-form",
+    styles: dict[str, str] | None = None,
+    variant_provenance: dict[str, dict[str, dict]] | None = None,
 ) -> Path:
-    """Write a DataTree store ``path`` (Zarr) with one group per model, chunked per image."""
+    """Write a DataTree store ``path`` (Zarr) with one group per model, chunked per image.
+
+    ``styles``: ``{image_id: style QID}`` for the groups' ``style`` coordinate (default every
+    image ``Q46261``); ``variant_provenance``: ``{model key: {variant: attrs}}`` written as the
+    group attr ``variant_provenance`` (JSON), as extraction records fine-tuned variants."""
     sizes = {iid: (w, h) for iid, (w, h, _) in images.items()}
     ids = list(images)
     tree = {"/": xr.Dataset(attrs=_provenance(synthetic) | {
@@ -245,6 +251,11 @@ def build_store(
     encoding = {}
     for k, layout in enumerate(models):
         ds = model_dataset(layout, ids, sizes, content=content, synthetic=synthetic, seed=k)
+        if styles is not None:
+            ds = ds.assign_coords(style=("image_id", np.array([styles.get(i, "") for i in ids],
+                                                              dtype=object)))
+        if variant_provenance and layout.key in variant_provenance:
+            ds.attrs["variant_provenance"] = json.dumps(variant_provenance[layout.key])
         tree[f"/{layout.key}"] = ds
         enc = {}
         for name, var in ds.data_vars.items():
@@ -413,7 +424,7 @@ def shift_scores(
     shape = (len(names), len(variants), len(methods_all), len(layers_all), len(heads), len(ids))
     cov = np.full(shape, np.nan)
     size = (len(heads), len(ids))
-    for mi, model in enumerate(models):
+    for mi in range(len(models)):
         for me in range(len(methods)):
             for la in layers:
                 li = layers_all.index(la)

@@ -641,16 +641,17 @@ def _variables(reference: str, per_layer: dict, beyond: dict, best_v: dict, best
     out["best_layer"] = _var(_BEST_DIMS, best_v["layer"],
                              "the variant's own best layer (NaN: no values)")
     out["best_mean"] = _var(_BEST_DIMS, best_v["mean"], "variant mean at its best layer")
-    out["best_ci_low"] = _var(_BEST_DIMS, best_v["ci_lo"], "lower CI bound of best_mean")
-    out["best_ci_high"] = _var(_BEST_DIMS, best_v["ci_hi"], "upper CI bound of best_mean")
+    out["best_mean_ci_low"] = _var(_BEST_DIMS, best_v["ci_lo"], "lower CI bound of best_mean")
+    out["best_mean_ci_high"] = _var(_BEST_DIMS, best_v["ci_hi"],
+                                    "upper CI bound of best_mean")
     out["reference_best_layer"] = _var(_REF_BEST_DIMS, best_r["layer"],
                                        f"{reference}'s own best layer (NaN: no values)")
     out["reference_best_mean"] = _var(_REF_BEST_DIMS, best_r["mean"],
                                       f"{reference} mean at its best layer")
-    out["reference_best_ci_low"] = _var(_REF_BEST_DIMS, best_r["ci_lo"],
-                                        "lower CI bound of reference_best_mean")
-    out["reference_best_ci_high"] = _var(_REF_BEST_DIMS, best_r["ci_hi"],
-                                         "upper CI bound of reference_best_mean")
+    out["reference_best_mean_ci_low"] = _var(_REF_BEST_DIMS, best_r["ci_lo"],
+                                             "lower CI bound of reference_best_mean")
+    out["reference_best_mean_ci_high"] = _var(_REF_BEST_DIMS, best_r["ci_hi"],
+                                              "upper CI bound of reference_best_mean")
     best = {k: v for k, v in best.items() if k not in ("reference_mean", "variant_mean")}
     out.update(_stat_vars("best_", best, _BEST_DIMS,
                           f"variant at its best layer − {reference} at its best layer"))

@@ -1,4 +1,4 @@
-"""The head-mean rule and the scores and shift paths: conventions of the store that every reader shares.
+"""The head-mean rule and the scores and shift paths: store conventions every reader shares.
 
 :func:`head_mean` is the one definition of the "fused" map (``head = -1`` in the scores and
 the dashboard): scoring, :func:`~ssl_attn.store.select_map` and the explorer all call it, so
