@@ -37,7 +37,7 @@ except ModuleNotFoundError:  # tests/ as a package
 
 from ssl_attn import stats
 from ssl_attn.cli import main
-from ssl_attn.finetune.shift import ShiftError, open_shift, shift_table, write_shift
+from ssl_attn.finetune.shift import ShiftError, open_shift, shift_frame, shift_table, write_shift
 from ssl_attn.store import open_scores, scores_path, shift_path
 
 METRICS3 = ("iou", "coverage", "kl")  # kl: lower is better
@@ -279,6 +279,13 @@ def test_best_layer_delta_equals_the_per_layer_cell_when_both_best_layers_agree(
         {"method": "cls"})
     assert (cell_l["delta"].item(), cell_l["ci_low"].item(), cell_l["ci_high"].item()) == (
         got["best_delta"].item(), lo, hi)
+    # the long table the dashboard and the CLI print from says the same
+    frame = shift_frame(table, "best").set_index(["model", "variant", "method", "metric"])
+    row = frame.loc[("vitB", "full", "cls", "coverage")]
+    assert (row["layer"], row["reference_best_layer"], row["effect"]) == (2, 2, -1)
+    assert (row["delta"], row["ci_low"], row["ci_high"]) == (got["best_delta"].item(), lo, hi)
+    assert len(frame) == 2 * 2 * 2 * 3  # model × variant × method × metric
+    assert len(shift_frame(table, "beyond_control")) == 2 * 2 * 3 * 3  # only full has one
 
 
 # ------------------------------------------------------------------ per style, per feature

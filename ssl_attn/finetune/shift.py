@@ -781,10 +781,12 @@ def open_shift(path: str | os.PathLike) -> xr.Dataset:
 def shift_frame(ds: xr.Dataset, table: str = "layer") -> pd.DataFrame:
     """One table of a shift Dataset as a long DataFrame (rows with data only, ``n > 0``).
 
-    ``table``: ``"layer"`` (per-layer Δ, with the beyond-control columns prefixed
-    ``beyond_control_``), ``"best"`` (best layers), ``"beyond_control"`` (only variants with a
-    control), ``"style"`` or ``"feature"``. Columns: the table's dims, then its variables
-    without their prefix (``delta, ci_low, ci_high, p_value, p_holm, effect, ...``)."""
+    ``table``: ``"layer"`` (per-layer Δ), ``"best"`` (best layers: the variant's ``layer``,
+    ``mean``, ``mean_ci_low/high``, ``gain_over_uniform``, the ``reference_best_*`` columns,
+    ``uniform_mean`` and ``accuracy`` beside the Δ), ``"beyond_control"`` (only variants with a
+    control; plus a ``control`` column), ``"style"`` or ``"feature"``. Columns: the table's
+    dims, then its variables without their prefix (``delta, ci_low, ci_high, n, p_value,
+    p_holm, dz, effect``, ...)."""
     prefix = {"layer": "", "best": "best_", "beyond_control": "beyond_control_",
               "style": "style_", "feature": "feature_"}
     if table not in prefix:
