@@ -454,3 +454,33 @@ def test_shift_module_imports_no_torch():
     code = ("import sys, ssl_attn.finetune.shift, ssl_attn.finetune as f; f.shift_table; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_shift_reads_what_score_writes_and_agrees_with_stats_paired_differences(tmp_path):
+    """End to end on a real scoring run: the per-layer table equals
+    ``stats.paired_differences(..., layers="shared")`` (whose Holm family is the layers)."""
+    from ssl_attn.metrics import score
+
+    try:
+        from _store_builder import TEST_MODELS, build_dataset
+    except ModuleNotFoundError:
+        from tests._store_builder import TEST_MODELS, build_dataset
+    data = build_dataset(tmp_path / "data")
+    store = build_store(tmp_path / "s.zarr", TEST_MODELS[:1], dataset=data)
+    scores = score(store, data=data, baselines=False)
+    ds = shift_table(scores, store=store)
+    assert np.isnan(ds["uniform_mean"]).all()  # not scored: no gain over uniform
+    assert ds["model"].values.tolist() == ["vit"] and ds["variant"].values.tolist() == ["full"]
+    assert ds["feature"].size > 0 and ds["style"].values.tolist() == ["Q46261"]
+    for method in TEST_MODELS[0].methods:
+        for metric in ("iou", "coverage"):
+            ref = stats.paired_differences(scores, metric, "vit", "vit", variant_a="full",
+                                           variant_b="frozen", method_a=method,
+                                           method_b=method, layers="shared")
+            got = ds.sel(model="vit", variant="full", metric=metric).sel({"method": method})
+            np.testing.assert_allclose(got["delta"].values, ref["mean_diff"], atol=1e-12)
+            np.testing.assert_array_equal(got["ci_low"].values, ref["ci_lo"])
+            np.testing.assert_array_equal(got["ci_high"].values, ref["ci_hi"])
+            np.testing.assert_allclose(got["p_value"].values, ref["p_t"], rtol=1e-9)
+            np.testing.assert_allclose(got["p_holm"].values, ref["p_holm"], rtol=1e-9)
+            np.testing.assert_allclose(got["dz"].values, ref["d_z"], rtol=1e-9)
