@@ -335,6 +335,34 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_shift(args: argparse.Namespace) -> int:
+    """The Q2 shift table of a store's fine-tuned variants: read ``X.scores.zarr``, write
+    ``X.shift.zarr`` (:mod:`ssl_attn.finetune.shift`) and print it."""
+    from ssl_attn.finetune.shift import ShiftError, format_shift, shift_table, write_shift
+    from ssl_attn.store import open_scores, scores_path, shift_path
+
+    store = _check_default(args.store, "--store", _existing_store_arg)
+    check_store_metadata(store, must_exist=True)
+    scores_file = Path(args.scores) if args.scores else scores_path(store)
+    if not (scores_file / "zarr.json").exists():
+        raise ShiftError(f"{scores_file}: no scores (no zarr.json); run `ssl-attn score --store "
+                         f"{store}` first")
+    controls = {}
+    for pair in args.control or ():
+        variant, sep, control = pair.partition("=")
+        if not sep or not variant or not control:
+            raise UsageError(f"argument --control: {pair!r} is not VARIANT=CONTROL")
+        controls[variant] = control
+    family = args.family[0] if args.family == ["all"] else args.family
+    table = shift_table(open_scores(scores_file), metrics=args.metric,
+                        percentile=args.percentile, reference=args.reference,
+                        controls=controls or None, holm_family=family, store=store)
+    out = write_shift(table, Path(args.output) if args.output else shift_path(store))
+    print(format_shift(table, all_rows=args.all))
+    print(f"\nshift table: {dict(table.sizes)} -> {out}")
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     """Synthetic data → attention store → scores, each step skipped when already done."""
     from ssl_attn import synthetic
@@ -466,6 +494,25 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-baselines", action="store_true")
     c.add_argument("--scheduler", default=None, help="dask.distributed scheduler address")
     c.set_defaults(func=_cmd_score)
+
+    f = sub.add_parser("shift", help="how fine-tuned variants move attention (Q2): the shift "
+                       "table of a scored store")
+    f.add_argument("--store", type=_existing_store_arg, default=DEFAULT_STORE)
+    f.add_argument("--scores", default=None, help="default: <store>.scores.zarr")
+    f.add_argument("-o", "--output", default=None, help="default: <store>.shift.zarr")
+    f.add_argument("--metric", nargs="+", default=["iou", "coverage"],
+                   help="image-level metrics (default: iou coverage)")
+    f.add_argument("--percentile", type=float, default=90.0, help="IoU percentile (default 90)")
+    f.add_argument("--reference", default="frozen", help="the variant compared against")
+    f.add_argument("--family", nargs="+", default=["layer"],
+                   choices=["model", "variant", "method", "metric", "layer", "all"],
+                   help="dims one Holm family spans (default: layer, i.e. one correction per "
+                   "model x variant x method x metric across layers), or all")
+    f.add_argument("--control", action="append", metavar="VARIANT=CONTROL",
+                   help="a variant's shuffled-label control (default: <s>_shuffled for <s>)")
+    f.add_argument("--all", action="store_true",
+                   help="print every per-layer cell (default: enhance/destroy only)")
+    f.set_defaults(func=_cmd_shift)
 
     m = sub.add_parser("demo", help="synthetic data -> attention store -> scores")
     m.add_argument("--data", default=str(DEFAULT_DATA))

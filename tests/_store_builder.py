@@ -236,8 +236,14 @@ def build_store(
     dataset: str | Path = "",
     synthetic: bool = True,
     content: str = "closed-form",
+    styles: dict[str, str] | None = None,
+    variant_provenance: dict[str, dict[str, dict]] | None = None,
 ) -> Path:
-    """Write a DataTree store ``path`` (Zarr) with one group per model, chunked per image."""
+    """Write a DataTree store ``path`` (Zarr) with one group per model, chunked per image.
+
+    ``styles``: ``{image_id: style QID}`` for the groups' ``style`` coordinate (default every
+    image ``Q46261``); ``variant_provenance``: ``{model key: {variant: attrs}}`` written as the
+    group attr ``variant_provenance`` (JSON), as extraction records fine-tuned variants."""
     sizes = {iid: (w, h) for iid, (w, h, _) in images.items()}
     ids = list(images)
     tree = {"/": xr.Dataset(attrs=_provenance(synthetic) | {
@@ -245,6 +251,11 @@ def build_store(
     encoding = {}
     for k, layout in enumerate(models):
         ds = model_dataset(layout, ids, sizes, content=content, synthetic=synthetic, seed=k)
+        if styles is not None:
+            ds = ds.assign_coords(style=("image_id", np.array([styles.get(i, "") for i in ids],
+                                                              dtype=object)))
+        if variant_provenance and layout.key in variant_provenance:
+            ds.attrs["variant_provenance"] = json.dumps(variant_provenance[layout.key])
         tree[f"/{layout.key}"] = ds
         enc = {}
         for name, var in ds.data_vars.items():
@@ -371,3 +382,99 @@ def build_all(data_dir: Path, *, scores: bool = True) -> Fixture:
 def frame_table(iid: str) -> pd.DataFrame:
     """The test boxes of one image as relative ``left, top, width, height`` rows."""
     return pd.DataFrame(TEST_IMAGES[iid][2], columns=["left", "top", "width", "height", "label"])
+
+
+# ------------------------------------------------------------------ Q2: fine-tuned variants
+#: The hand-built scores of the shift tests (:func:`shift_scores`): six images of two styles.
+SHIFT_IMAGES: dict[str, tuple[int, int, list[tuple[float, float, float, float, int]]]] = {
+    f"Q{k}00_wd0": (48, 40, [(0.1, 0.1, 0.4, 0.4, k % 2), (0.5, 0.5, 0.4, 0.4, 2)])
+    for k in range(1, 7)}
+SHIFT_STYLES = {iid: ("Q46261" if k < 3 else "Q176483") for k, iid in enumerate(SHIFT_IMAGES)}
+SHIFT_VARIANTS = ("frozen", "full", "full_shuffled")
+
+
+def shift_scores(
+    *,
+    models: Sequence[str] = ("vitA", "vitB"),
+    variants: Sequence[str] = SHIFT_VARIANTS,
+    layers: Sequence[int] = (0, 1, 2),
+    methods: Sequence[str] = ("cls", "rollout"),
+    seed: int = 3,
+) -> xr.Dataset:
+    """A small scores Dataset (docs/SCHEMA.md "Scores") with fine-tuned variants, in memory.
+
+    Image-level ``coverage`` of the reference ``frozen`` is drawn per (model, method, layer,
+    head, image) from ``default_rng(seed)`` (uniform 0.1–0.6, rounded to 0.001); the other
+    variants add a planted shift plus rounded Gaussian noise: ``full`` adds ``0.05·(layer + 1)``
+    (sd 0.01) for the first model (enhance at every layer), ``−0.06`` at its last layer and
+    nothing elsewhere (sd 0.02) for the second (destroy, else preserve); a ``*_shuffled``
+    variant adds ``0.01`` (sd 0.03). ``iou = coverage·p/100`` per percentile (50, 90),
+    ``kl = 1 − coverage`` (lower is better). ``feature_coverage`` over ``image_feature`` (each
+    image's feature types, names from :data:`FEATURES`) is ``coverage·(0.4 + 0.2·slot)`` with
+    ``slot`` the type's position in its image. ``head`` is ``(-1, 0)``. The baseline
+    ``baseline:uniform`` has coverage ``0.2 + 0.01·image`` (variant ``frozen``, method
+    ``baseline``, layer and head -1).
+    """
+    rng = np.random.default_rng(seed)
+    ids = list(SHIFT_IMAGES)
+    names = [*models, "baseline:uniform"]
+    methods_all = [*methods, "baseline"]
+    layers_all = sorted({-1, *layers})
+    heads = [-1, 0]
+    shape = (len(names), len(variants), len(methods_all), len(layers_all), len(heads), len(ids))
+    cov = np.full(shape, np.nan)
+    size = (len(heads), len(ids))
+    for mi in range(len(models)):
+        for me in range(len(methods)):
+            for la in layers:
+                li = layers_all.index(la)
+                ref = np.round(rng.uniform(0.1, 0.6, size=size), 3)
+                for vi, variant in enumerate(variants):
+                    if variant == "frozen":
+                        shift, sd = 0.0, 0.0
+                    elif variant.endswith("_shuffled"):
+                        shift, sd = 0.01, 0.03
+                    elif mi == 0:
+                        shift, sd = 0.05 * (la + 1), 0.01
+                    else:
+                        shift, sd = (-0.06 if la == max(layers) else 0.0), 0.02
+                    noise = np.round(rng.normal(0.0, sd, size=size), 3) if sd else 0.0
+                    cov[mi, vi, me, li] = ref + shift + noise
+    ui = names.index("baseline:uniform")
+    cov[ui, list(variants).index("frozen"), -1, 0, 0] = 0.2 + 0.01 * np.arange(len(ids))
+    # image features: each image has the types of its boxes (two per image)
+    feat_img, feat_label, feat_name, feat_slot = [], [], [], []
+    for iid in ids:
+        labels = sorted({b[4] for b in SHIFT_IMAGES[iid][2]})
+        for slot, label in enumerate(labels):
+            feat_img.append(iid)
+            feat_label.append(label)
+            feat_name.append(FEATURES[label])
+            feat_slot.append(slot)
+    rows = np.array([ids.index(i) for i in feat_img])
+    fcov = cov[..., rows] * (0.4 + 0.2 * np.asarray(feat_slot))
+    pct = np.array([50.0, 90.0])
+    dims = ("model", "variant", "method", "layer", "head")
+    metric_attrs = {m: {"direction": METRICS_DIRECTION[m]} for m in METRICS_DIRECTION}
+    return xr.Dataset(
+        {"coverage": ((*dims, "image_id"), cov, metric_attrs["coverage"]),
+         "iou": ((*dims, "image_id", "percentile"), cov[..., None] * pct / 100,
+                 metric_attrs["iou"]),
+         "kl": ((*dims, "image_id"), 1 - cov, metric_attrs["kl"]),
+         "feature_coverage": ((*dims, "image_feature"), fcov.astype(np.float32),
+                              metric_attrs["feature_coverage"])},
+        coords={"model": np.array(names, dtype=object),
+                "variant": np.array(variants, dtype=object),
+                "method": np.array(methods_all, dtype=object),
+                "layer": np.array(layers_all, np.int64), "head": np.array(heads, np.int64),
+                "image_id": np.array(ids, dtype=object), "percentile": pct,
+                "image_feature": np.arange(len(feat_img)),
+                "image_feature_image_id": ("image_feature", np.array(feat_img, dtype=object)),
+                "image_feature_label": ("image_feature", np.array(feat_label, np.int64)),
+                "image_feature_name": ("image_feature", np.array(feat_name, dtype=object))},
+        attrs={"synthetic": True, "store": "test"},
+    )
+
+
+METRICS_DIRECTION = {"coverage": "higher", "iou": "higher", "kl": "lower",
+                     "feature_coverage": "higher"}

@@ -18,7 +18,8 @@ Unwritten chunks read as the Zarr fill value (NaN, or False for ``complete``), s
 pre-allocation writes no map chunk at all.
 
 Reading: :func:`open_store` opens the tree lazily and read-only; :func:`select_map` picks one
-``(y, x)`` map; :func:`open_scores` opens the scores next to a store (:func:`scores_path`).
+``(y, x)`` map; :func:`open_scores` opens the scores next to a store (:func:`scores_path`;
+the fine-tuning shift table lies beside them, :func:`shift_path`).
 :mod:`.fast` reads many small slices without xarray's per-call overhead: :func:`read_cube`
 (every map of one image), :func:`read_map` (one map, equal to :func:`select_map`'s),
 :func:`pick_map`, :func:`read_embedding`, on ``open_root`` / ``direct_array`` / ``read_slice``.
@@ -27,7 +28,7 @@ Reading: :func:`open_store` opens the tree lazily and read-only; :func:`select_m
 Submodules: ``schema`` (names, dims, dtypes, map methods), ``attrs`` (JSON attrs,
 provenance), ``layout`` (lock, root attrs, pre-allocation), ``write`` (region writes,
 completion), ``read`` (opening, selection), ``fast`` (raw Zarr slices), ``maps`` (head-mean
-rule, scores path). Import from :mod:`ssl_attn.store` itself.
+rule, scores and shift paths). Import from :mod:`ssl_attn.store` itself.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from .layout import (
     init_store,
     store_lock,
 )
-from .maps import head_mean, scores_path
+from .maps import head_mean, scores_path, shift_path
 from .read import model_groups, open_scores, open_store, select_map
 from .schema import (
     COMPLETE,
@@ -104,6 +105,7 @@ __all__ = [
     "read_slice",
     "scores_path",
     "select_map",
+    "shift_path",
     "store_lock",
     "write_maps",
 ]

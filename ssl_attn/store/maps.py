@@ -1,4 +1,4 @@
-"""The head-mean rule and the scores path: conventions of the store that every reader shares.
+"""The head-mean rule and the scores and shift paths: store conventions every reader shares.
 
 :func:`head_mean` is the one definition of the "fused" map (``head = -1`` in the scores and
 the dashboard): scoring, :func:`~ssl_attn.store.select_map` and the explorer all call it, so
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["HEAD_DIM", "head_mean", "scores_path"]
+__all__ = ["HEAD_DIM", "head_mean", "scores_path", "shift_path"]
 
 HEAD_DIM = "head"
 
@@ -37,9 +37,20 @@ def head_mean(maps: Any, axis: int = 0) -> Any:
     return np.mean(np.asarray(maps), axis=axis)
 
 
+def _beside(store: str | os.PathLike, suffix: str) -> Path:
+    p = Path(store)
+    stem = p.name[:-5] if p.name.endswith(".zarr") else p.name
+    return p.with_name(f"{stem}.{suffix}.zarr")
+
+
 def scores_path(store: str | os.PathLike) -> Path:
     """Where the scores of an attention store live: ``X.zarr`` → ``X.scores.zarr`` (any other
     name gets ``.scores.zarr`` appended), in the same folder."""
-    p = Path(store)
-    stem = p.name[:-5] if p.name.endswith(".zarr") else p.name
-    return p.with_name(f"{stem}.scores.zarr")
+    return _beside(store, "scores")
+
+
+def shift_path(store: str | os.PathLike) -> Path:
+    """Where the fine-tuning shift table of an attention store lives (written by
+    :func:`ssl_attn.finetune.shift.write_shift`): ``X.zarr`` → ``X.shift.zarr`` (any other name
+    gets ``.shift.zarr`` appended), in the same folder, beside :func:`scores_path`."""
+    return _beside(store, "shift")
