@@ -39,6 +39,10 @@ _EXPORTS = {
     "FineTuneResult": "trainer",
     "shift_table": "shift",
     "open_shift": "shift",
+    "write_shift": "shift",
+    "shift_frame": "shift",
+    "format_shift": "shift",
+    "ShiftError": "shift",
 }
 
 __all__ = sorted(_EXPORTS)
