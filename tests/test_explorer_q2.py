@@ -131,6 +131,7 @@ def test_the_drawn_cells_are_the_tables_and_follow_metric_and_method(ex, fix):
     # One diverging scale for every model, centred at 0: the largest |Δ| shown (cnn lora, best).
     lim = 0.03 * 0.5 * 3 + 0.001 * 1 + 0.005
     assert (f.mapper.low, f.mapper.high) == pytest.approx((-lim, lim))
+    assert (f.mapper.palette[0], f.mapper.palette[-1]) == ("#053061", "#67001f")  # blue → red
     assert (v.figures["cnn"].mapper.low, v.figures["cnn"].mapper.high) == (f.mapper.low,
                                                                           f.mapper.high)
     # cnn has no cls: it shows its own method, as every all-model view does.
@@ -267,6 +268,8 @@ def test_the_shift_table_is_read_once_per_store_and_again_when_rewritten(tmp_pat
 
 
 # ------------------------------------------------------------------------------ browser
+_HAS_TITLE = """(text) => Bokeh.index.query_one((v) => v.model && v.model.type === 'Figure'
+    && v.model.title && v.model.title.text === text) != null"""
 _SHIFT_CELL = """([title, x, y]) => {
   const v = Bokeh.index.query_one((v) => v.model && v.model.type === 'Figure' &&
       v.model.title && v.model.title.text.startsWith(title));
@@ -309,15 +312,16 @@ def test_the_fine_tuning_tab_renders_and_a_tap_selects(tmp_path):
             page.mouse.click(x, y)
             _status(page, r"model vit · frozen · cls · layer 1 · head mean")
             page.get_by_text(re.compile(r"vs frozen · layer 1")).wait_for(timeout=30000)
-            page.get_by_text(re.compile(r"^shift: full − frozen · layer 1")).first.wait_for(
-                timeout=60000)
+            # The comparison below follows (its titles are drawn on the canvas, not in the DOM).
+            page.wait_for_function(_HAS_TITLE, arg="shift: full − frozen · layer 1",
+                                   timeout=60000)
             page.wait_for_timeout(1000)
-            tab = page.locator(".bk-panel-models-layout-Column").filter(
-                has_text="Best validation accuracy").last
             for width in (1280, 1920):
                 page.set_viewport_size({"width": width, "height": 1000})
                 page.wait_for_timeout(800)
-                tab.scroll_into_view_if_needed()
+                page.get_by_text("Fine-tuning", exact=True).evaluate(
+                    "(el) => el.scrollIntoView({block: 'start'})")
+                page.wait_for_timeout(300)
                 name = f"q2_{width}.png"
                 page.screenshot(path=str(tmp_path / name), full_page=True)
                 if shots:

@@ -80,8 +80,9 @@ REQUIRED = (*_DIMS, "delta", "ci_low", "ci_high", "p_holm", "dz", "n", "effect")
 _ATTRS = ("holm_family", "reference", "controls", "ci", "stats_n_boot", "percentile_attr")
 EFFECTS = {-1: "destroy", 0: "preserve", 1: "enhance"}
 _GLYPH = {-1: "▼", 0: "", 1: "▲"}
-#: Blue (Δ < 0) → white → red (Δ > 0), as the shift maps' ``RdBu_r``.
-DIVERGING = list(RdBu11)[::-1]
+#: Blue (Δ < 0) → white → red (Δ > 0), as the shift maps' ``RdBu_r`` (Bokeh's ``RdBu11``
+#: runs from blue to red).
+DIVERGING = list(RdBu11)
 BEST = "best"
 _CELL_COLUMNS = ("x", "y", "variant", "layer", "kind", "control", "delta", "ci_low", "ci_high",
                  "p_value", "p_holm", "dz", "n", "effect", "reference_mean", "variant_mean")
@@ -545,9 +546,10 @@ class FinetuneView(_View):
 
     def _build(self) -> pn.viewable.Viewable:
         d = self.data
-        compare = pn.Column(pn.pane.Markdown("#### Frozen | fine-tuned | shift, for the "
-                                             "current image", margin=(10, 10, 0, 10)),
-                            self.compare, sizing_mode="stretch_width")
+        compare = pn.Column(pn.pane.Markdown(
+            "**Frozen | fine-tuned | shift** of the current image at the selected layer "
+            "(a tap on the table chooses the variant and layer, head-mean).",
+            margin=(10, 10, 0, 10)), self.compare, sizing_mode="stretch_width")
         if d.shift_problem:
             return pn.Column(alert(d.shift_problem, "danger"), compare,
                              sizing_mode="stretch_width")
