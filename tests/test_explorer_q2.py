@@ -237,6 +237,26 @@ def test_a_shift_file_without_the_needed_variables_is_named(tmp_path, fix):
     assert "ShiftSchemaError" in text and str(tmp_path) not in text
 
 
+def test_a_renamed_variable_is_one_edit_of_the_adapter(tmp_path, fix, monkeypatch):
+    """The view reads the Dataset's names only through SHIFT_NAMES: a table whose Δ is called
+    ``mean_shift`` (and whose layer dim is ``depth``) reads the same once the map says so."""
+    from ssl_attn.explorer import finetune_view
+
+    ds = xr.open_zarr(fix.extra["shift"], chunks=None).rename(
+        {"delta": "mean_shift", "layer": "depth"})
+    path = tmp_path / "renamed.shift.zarr"
+    ds.to_zarr(path, mode="w")
+    with pytest.raises(ShiftSchemaError, match="lacks 'layer', 'delta'"):
+        load_shift(path)
+    want = load_shift(fix.extra["shift"])
+    monkeypatch.setitem(finetune_view.SHIFT_NAMES, "delta", "mean_shift")
+    monkeypatch.setitem(finetune_view.SHIFT_NAMES, "layer", "depth")
+    got = load_shift(path)
+    xr.testing.assert_identical(got, want)
+    assert got.attrs["controls"] == {"full": "full_shuffled"}  # JSON attrs decoded
+    assert got.attrs["holm_family"] == ["layer"]
+
+
 # ------------------------------------------------------------------------------ wiring
 def test_the_tab_is_built_when_first_shown_and_freezes_updates(ex):
     tabs = ex.tabs()

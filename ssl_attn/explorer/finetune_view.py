@@ -119,9 +119,10 @@ def load_shift(path: str | os.PathLike) -> xr.Dataset:
     """The shift table at ``path`` (``X.shift.zarr``) in this view's names, loaded in memory.
 
     The one adapter between :func:`ssl_attn.finetune.shift.open_shift`'s Dataset and the view:
-    variables, dims and attrs are renamed from :data:`SHIFT_NAMES` (Dataset name → view name);
-    unknown variables (per-feature / per-style tables ...) are dropped; JSON attrs are decoded
-    (``controls``: style variant → its control; ``holm_family``: list of dims). Raises
+    variables, dims and attrs are renamed from :data:`SHIFT_NAMES` (Dataset name → view name),
+    dims ordered ``model, variant, method, metric[, percentile][, layer]``; unknown variables
+    (per-feature / per-style tables ...) are dropped; JSON attrs are decoded (``controls``:
+    style variant → its control; ``holm_family``: list of dims). Raises
     :class:`ShiftSchemaError` naming the file and the missing names when a required one
     (:data:`REQUIRED`) is absent.
     """
@@ -138,6 +139,8 @@ def load_shift(path: str | os.PathLike) -> xr.Dataset:
     out = ds[keep]
     out = out.rename({n: inverse[n] for n in (*keep, *out.dims, *out.coords)
                       if n in inverse and inverse[n] != n})
+    # One dim order for every variable (the view indexes the numpy values after ``sel``).
+    out = out.transpose(*[d for d in (*_DIMS[:4], "percentile", "layer") if d in out.dims], ...)
     attrs = decode_attrs(ds.attrs)
     out.attrs = {k: attrs[SHIFT_NAMES[k]] for k in _ATTRS if SHIFT_NAMES[k] in attrs}
     return out.load()
@@ -284,6 +287,8 @@ class FinetuneView(_View):
             return want, ""
         if not have:
             return None, "The shift table has no metric."
+        if want is None:  # no scores: no sidebar metric to follow
+            return have[0], ""
         return have[0], (f"The shift table has no {md_code(want)} (it has "
                          f"{md_escape(', '.join(have))}): showing {md_code(have[0])}.")
 
@@ -331,6 +336,12 @@ class FinetuneView(_View):
         return {str(k): str(v) for k, v in c.items()} if isinstance(c, dict) else {}
 
     def cells(self, model: str) -> pd.DataFrame:
+        """:meth:`table_cells` of ``model`` at the current metric, method and percentile
+        (remembered until they change; do not modify)."""
+        key = (self.state.metric, self.state.method, self.state.percentile)
+        return self.events.memo(f"cells:{model}", key, lambda: self.table_cells(model))
+
+    def table_cells(self, model: str) -> pd.DataFrame:
         """Every drawn cell of one model: ``x`` (layer or ``best``), ``y`` (row label),
         ``variant`` and ``layer`` (what a tap selects; −1 when none), ``kind`` (``shift`` |
         ``beyond`` | ``best``), ``control``, then the table's numbers for that cell (``delta``,
@@ -344,13 +355,11 @@ class FinetuneView(_View):
         lvals = [int(la) for la in sub["layer"].values]
 
         def arr(name: str) -> np.ndarray:
-            """``name`` as float ``(variant, layer)`` (``(variant,)`` without a layer dim);
-            all NaN when the table has no such variable."""
+            """``name`` as float ``(variant, layer)`` (``(variant,)`` without a layer dim:
+            :func:`load_shift` put the dims in that order); all NaN without the variable."""
             if name not in sub:
                 return np.full((len(vnames), len(lvals)), np.nan)
-            da = sub[name]
-            return da.transpose("variant", *(["layer"] if "layer" in da.dims else []))\
-                .values.astype(float)
+            return sub[name].values.astype(float)
 
         delta = arr("delta")
         ok = np.isfinite(delta)
@@ -461,7 +470,7 @@ class FinetuneView(_View):
     def detail(self) -> str:
         """Markdown: the selected cell's numbers (model, compare variant, layer)."""
         s = self.state
-        if self.shift is None or s.model not in self.models():
+        if self.shift is None or s.model not in self.models() or s.compare_variant is None:
             return "Tap a cell of the table to compare that variant and layer below."
         metric, _ = self.metric()
         r = self.cell(s.model, s.compare_variant, s.layer)
