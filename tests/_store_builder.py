@@ -478,3 +478,143 @@ def shift_scores(
 
 METRICS_DIRECTION = {"coverage": "higher", "iou": "higher", "kl": "lower",
                      "feature_coverage": "higher"}
+
+
+# ------------------------------------------------------------------------------ Q2 (fine-tuning)
+#: Layouts with fine-tuned variants for the dashboard's Q2 view: "vit" has a style-trained
+#: variant ("full"), its shuffled-label control and a linear probe; "cnn" has a LoRA variant;
+#: "sig" has only "frozen" (it is in no shift row).
+Q2_MODELS = (
+    ModelLayout("vit", ("cls", "rollout"), (0, 1, 2), (0, 1, 2), (4, 6),
+                variants=("frozen", "full", "linear_probe", "full_shuffled")),
+    ModelLayout("cnn", ("gradcam",), (1, 2, 3, 4), (), (2, 2), variants=("frozen", "lora")),
+    ModelLayout("sig", ("mean_received", "probe"), (0, 1), (0, 1), (3, 3)),
+)
+#: How strongly each variant's Δ grows with depth in the closed-form shift (see shift_delta).
+SHIFT_STRENGTH = {"full": 1.0, "lora": 0.5, "linear_probe": 0.0, "full_shuffled": 0.1}
+#: Style variant → its shuffled-label control (the shift Dataset's ``controls`` attr).
+SHIFT_CONTROLS = {"full": "full_shuffled"}
+#: Best validation accuracy per (model, variant) (the shift Dataset's ``accuracy``).
+SHIFT_ACCURACY = {("vit", "full"): 0.93, ("vit", "linear_probe"): 0.61,
+                  ("vit", "full_shuffled"): 0.27, ("cnn", "lora"): 0.74}
+SHIFT_METRICS = ("iou", "coverage")
+SHIFT_HALF_WIDTH = 0.01  # the CI half-width of every shift cell
+BEYOND_HALF_WIDTH = 0.012  # ... of every beyond-control cell
+
+
+def shift_delta(variant: str, layer: int, method_index: int, metric_index: int) -> float:
+    """Closed-form Δ (variant − frozen) of a shift cell:
+    ``0.03·strength·(layer − 1) + 0.001·method_index + 0.0001·metric_index``, with ``strength``
+    from :data:`SHIFT_STRENGTH` and the indices positions in the Dataset's coords."""
+    return (0.03 * SHIFT_STRENGTH[variant] * (layer - 1) + 0.001 * method_index
+            + 0.0001 * metric_index)
+
+
+def _effect(low: float, high: float) -> int:
+    """Preserve (0) unless the CI excludes 0; then the sign (every test metric is "higher")."""
+    return 1 if low > 0 else (-1 if high < 0 else 0)
+
+
+def build_shift(path: Path, models: Sequence[ModelLayout] = Q2_MODELS, *,
+                n_images: int = len(TEST_IMAGES)) -> Path:
+    """Write a hand-made shift Dataset (the names pinned in the issue-9 brief; the finetune
+    ``shift`` module writes the real one) at ``path`` (``X.shift.zarr``), with xarray.
+
+    Dims ``model, variant`` (non-reference only), ``method, metric, layer`` (unions; NaN where a
+    model lacks the cell). Per cell: ``delta`` = :func:`shift_delta`, ``ci_low/high = delta ∓``
+    :data:`SHIFT_HALF_WIDTH`, ``effect`` = sign when the CI excludes 0 else 0, ``p_value``
+    0.0004 / 0.4 and ``p_holm`` 0.001 / 0.6 (significant / not), ``dz = delta / 0.02``,
+    ``n = n_images``, ``reference_mean = 0.2 + 0.01·layer``, ``variant_mean = reference_mean +
+    delta``. Beyond the control (style variants of :data:`SHIFT_CONTROLS` only):
+    ``beyond_control_delta = delta(v) − delta(control)``, CI ∓ :data:`BEYOND_HALF_WIDTH`,
+    ``beyond_control_p_holm`` 0.002 / 0.7. Best layer (per model, variant, method, metric): the
+    deepest layer, ``best_delta = delta there + 0.005`` with CI ∓ :data:`SHIFT_HALF_WIDTH`.
+    ``accuracy`` (model, variant) from :data:`SHIFT_ACCURACY`. Attrs: ``reference``,
+    ``holm_family`` (JSON list), ``controls`` (JSON), ``percentile`` 90, ``directions``."""
+    mnames = [m.key for m in models if len(m.variants) > 1]
+    variants = list(dict.fromkeys(v for m in models for v in m.variants if v != "frozen"))
+    methods = sorted({x for m in models if len(m.variants) > 1 for x in m.methods})
+    layers = sorted({la for m in models if len(m.variants) > 1 for la in m.layers})
+    shape = (len(mnames), len(variants), len(methods), len(SHIFT_METRICS), len(layers))
+    names = ("delta", "ci_low", "ci_high", "p_value", "p_holm", "dz", "n", "reference_mean",
+             "variant_mean", "beyond_control_delta", "beyond_control_ci_low",
+             "beyond_control_ci_high", "beyond_control_p_value", "beyond_control_p_holm")
+    v = {k: np.full(shape, np.nan) for k in names}
+    effect = np.zeros(shape, np.int8)
+    best = {k: np.full(shape[:-1], np.nan) for k in ("best_layer", "best_delta", "best_ci_low",
+                                                     "best_ci_high", "best_p_holm")}
+    best_effect = np.zeros(shape[:-1], np.int8)
+    acc = np.full(shape[:2], np.nan)
+    by_key = {m.key: m for m in models}
+    for a, mk in enumerate(mnames):
+        layout = by_key[mk]
+        for b, var in enumerate(variants):
+            if var not in layout.variants:
+                continue
+            acc[a, b] = SHIFT_ACCURACY.get((mk, var), np.nan)
+            for c, meth in enumerate(methods):
+                if meth not in layout.methods:
+                    continue
+                for d in range(len(SHIFT_METRICS)):
+                    for la in layout.layers:
+                        e = layers.index(la)
+                        at = (a, b, c, d, e)
+                        delta = shift_delta(var, la, c, d)
+                        lo, hi = delta - SHIFT_HALF_WIDTH, delta + SHIFT_HALF_WIDTH
+                        sig = _effect(lo, hi) != 0
+                        effect[at] = _effect(lo, hi)
+                        for k, val in (("delta", delta), ("ci_low", lo), ("ci_high", hi),
+                                       ("p_value", 0.0004 if sig else 0.4),
+                                       ("p_holm", 0.001 if sig else 0.6), ("dz", delta / 0.02),
+                                       ("n", n_images), ("reference_mean", 0.2 + 0.01 * la),
+                                       ("variant_mean", 0.2 + 0.01 * la + delta)):
+                            v[k][at] = val
+                        ctrl = SHIFT_CONTROLS.get(var)
+                        if ctrl in layout.variants:
+                            bd = delta - shift_delta(ctrl, la, c, d)
+                            bsig = abs(bd) > BEYOND_HALF_WIDTH
+                            for k, val in (("delta", bd), ("ci_low", bd - BEYOND_HALF_WIDTH),
+                                           ("ci_high", bd + BEYOND_HALF_WIDTH),
+                                           ("p_value", 0.001 if bsig else 0.5),
+                                           ("p_holm", 0.002 if bsig else 0.7)):
+                                v[f"beyond_control_{k}"][at] = val
+                    deep = max(layout.layers)
+                    bd = shift_delta(var, deep, c, d) + 0.005
+                    lo, hi = bd - SHIFT_HALF_WIDTH, bd + SHIFT_HALF_WIDTH
+                    for k, val in (("best_layer", deep), ("best_delta", bd), ("best_ci_low", lo),
+                                   ("best_ci_high", hi),
+                                   ("best_p_holm", 0.001 if _effect(lo, hi) else 0.6)):
+                        best[k][a, b, c, d] = val
+                    best_effect[a, b, c, d] = _effect(lo, hi)
+    dims = ("model", "variant", "method", "metric", "layer")
+    data = {k: (dims, arr) for k, arr in v.items()}
+    data["n"] = (dims, v["n"])
+    data["effect"] = (dims, effect, {"flag_values": json.dumps([-1, 0, 1]),
+                                     "flag_meanings": "destroy preserve enhance"})
+    data.update({k: (dims[:-1], arr) for k, arr in best.items()})
+    data["best_effect"] = (dims[:-1], best_effect)
+    data["accuracy"] = (("model", "variant"), acc, {"long_name": "best validation accuracy"})
+    ds = xr.Dataset(data, coords={
+        "model": np.array(mnames, dtype=object), "variant": np.array(variants, dtype=object),
+        "method": np.array(methods, dtype=object),
+        "metric": np.array(SHIFT_METRICS, dtype=object), "layer": np.array(layers, np.int64)},
+        attrs={"reference": "frozen", "holm_family": json.dumps(["layer"]),
+               "controls": json.dumps(SHIFT_CONTROLS), "percentile": 90,
+               "directions": json.dumps({m: "higher" for m in SHIFT_METRICS}),
+               "stats_n_boot": 10000, "stats_seed": 0, "ci": 0.95})
+    ds.to_zarr(path, mode="w")
+    return Path(path)
+
+
+def build_q2(data_dir: Path, *, shift: bool = True) -> Fixture:
+    """Dataset, store with fine-tuned variants (:data:`Q2_MODELS`, ``stores/q2.zarr``), its
+    scores and (when ``shift``) the hand-made shift Dataset ``stores/q2.shift.zarr``
+    (:func:`build_shift`; its path is ``extra["shift"]``)."""
+    data_dir = Path(data_dir)
+    ds_root = build_dataset(data_dir / "synthetic")
+    store = build_store(data_dir / "stores" / "q2.zarr", Q2_MODELS, dataset=ds_root)
+    sc = build_scores(data_dir / "stores" / "q2.scores.zarr", Q2_MODELS)
+    path = data_dir / "stores" / "q2.shift.zarr"
+    if shift:
+        build_shift(path)
+    return Fixture(data_dir, ds_root, store, sc, extra={"shift": path})

@@ -8,6 +8,7 @@ Debian's ``/usr/bin/chromium`` (no browser download). Skipped when Chromium is m
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -56,19 +57,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(tmp_path):
-    _need_browser()
-    from _store_builder import build_all
-
-    fix = build_all(tmp_path / "data")
+@contextlib.contextmanager
+def serve(store: Path, data_dir: Path, log_path: Path):
+    """``panel serve dashboards/explorer.py`` over ``store`` on a free loopback port; yields the
+    app's URL once the liveness endpoint answers (fails with the server log otherwise)."""
     port = _free_port()
-    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 (closed in the finally below)
+    log = open(log_path, "w")  # noqa: SIM115 (closed in the finally below)
     proc = subprocess.Popen(
         [sys.executable, "-m", "panel", "serve", str(ROOT / "dashboards" / "explorer.py"),
          "--port", str(port), "--address", "127.0.0.1",
          "--allow-websocket-origin", f"127.0.0.1:{port}", "--liveness",
-         "--args", "--store", str(fix.store), "--data-dir", str(fix.data_dir)],
+         "--args", "--store", str(store), "--data-dir", str(data_dir)],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/explorer"
     try:
@@ -83,8 +82,7 @@ def server(tmp_path):
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
                 log.flush()
-                pytest.fail("panel serve did not come up:\n"
-                            + (tmp_path / "serve.log").read_text()[-3000:])
+                pytest.fail("panel serve did not come up:\n" + log_path.read_text()[-3000:])
             time.sleep(0.5)
         yield url
     finally:
@@ -94,6 +92,16 @@ def server(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    _need_browser()
+    from _store_builder import build_all
+
+    fix = build_all(tmp_path / "data")
+    with serve(fix.store, fix.data_dir, tmp_path / "serve.log") as url:
+        yield url
 
 
 def _status(page, pattern: str, timeout: float = 60.0) -> str:

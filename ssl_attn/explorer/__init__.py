@@ -9,7 +9,8 @@ numbers come from :mod:`ssl_attn.metrics` and :mod:`ssl_attn.stats`), ``shared``
 ``ExplorerData`` per store and server process), ``state`` (the shared selection), ``events``
 (the once-per-action signal, the per-view memo), ``text`` (outside text made safe for panes),
 ``figures`` (in-place Bokeh figures), ``views`` (attention view, layer × head grid, layer
-curves), ``compare`` and ``tables`` (the tabbed views), ``app`` (the whole dashboard).
+curves), ``compare`` and ``tables`` (the tabbed views), ``finetune_view`` (the fine-tuning tab:
+the Q2 shift table), ``app`` (the whole dashboard).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 from ssl_attn.explorer.app import DEFAULT_DATA_DIR, DEFAULT_STORE, Explorer, build_app
 from ssl_attn.explorer.compare import ModelComparison, PatchSimilarity, VariantComparison
 from ssl_attn.explorer.data import ExplorerData, PathRejectedError, resolve_store_path
+from ssl_attn.explorer.finetune_view import FinetuneView
 from ssl_attn.explorer.state import ExplorerState
 from ssl_attn.explorer.tables import ImageBrowser, Leaderboard
 from ssl_attn.explorer.views import AttentionView, LayerCurves, LayerHeadGrid
@@ -30,6 +32,7 @@ __all__ = [
     "Explorer",
     "ExplorerData",
     "ExplorerState",
+    "FinetuneView",
     "ImageBrowser",
     "LayerCurves",
     "LayerHeadGrid",

@@ -16,6 +16,7 @@ from ssl_attn.explorer.data import (
     PathRejectedError,
     resolve_store_path,
 )
+from ssl_attn.explorer.finetune_view import FinetuneView
 from ssl_attn.explorer.shared import shared_data
 from ssl_attn.explorer.state import ExplorerState
 from ssl_attn.explorer.tables import ImageBrowser, Leaderboard
@@ -78,7 +79,8 @@ class Explorer(pn.viewable.Viewer):
     notes : extra ``(alert_type, markdown)`` banners, shown after ``error`` (if any).
 
     Attributes ``data``, ``state`` and the views (``attention``, ``grid``, ``curves``,
-    ``leaderboard``, ``models``, ``variants``, ``similarity``, ``browser``) are plain objects
+    ``leaderboard``, ``models``, ``variants``, ``finetune``, ``similarity``, ``browser``) are
+    plain objects
     usable without a server; they are None when the store cannot be opened.
     """
 
@@ -95,7 +97,7 @@ class Explorer(pn.viewable.Viewer):
         self.notes = list(notes or [])
         self.data = self.state = None
         self.attention = self.grid = self.curves = self.leaderboard = None
-        self.models = self.variants = self.similarity = self.browser = None
+        self.models = self.variants = self.finetune = self.similarity = self.browser = None
         if error:
             return
         if skip_scores:  # the fallback page: a private copy, never the shared one
@@ -113,6 +115,7 @@ class Explorer(pn.viewable.Viewer):
         self.leaderboard = Leaderboard(self.state)
         self.models = ModelComparison(self.state)
         self.variants = VariantComparison(self.state)
+        self.finetune = FinetuneView(self.state)
         self.similarity = PatchSimilarity(self.state)
         self.browser = ImageBrowser(self.state)
 
@@ -187,7 +190,7 @@ class Explorer(pn.viewable.Viewer):
         session even the first tab is built only after the page is on screen."""
         views = [("Layer curves", self.curves), ("Leaderboard", self.leaderboard),
                  ("Model comparison", self.models), ("Variants", self.variants),
-                 ("Patch similarity", self.similarity)]
+                 ("Fine-tuning", self.finetune), ("Patch similarity", self.similarity)]
         holders = [pn.Column(name=name, sizing_mode="stretch_width") for name, _ in views]
         tabs = pn.Tabs(*holders, dynamic=True, sizing_mode="stretch_width")
 

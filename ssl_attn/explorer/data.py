@@ -59,6 +59,14 @@ __all__ = [
 ]
 
 
+def _shift_path(store: str | os.PathLike) -> Path:
+    """``X.shift.zarr`` beside the store (:func:`ssl_attn.explorer.finetune_view.shift_path`,
+    imported here on use: that module imports this one)."""
+    from ssl_attn.explorer.finetune_view import shift_path
+
+    return shift_path(store)
+
+
 class PathRejectedError(ValueError):
     """A store path requested from outside (e.g. a URL parameter) is not allowed. The message
     quotes the request (shortened) and never names a server path."""
@@ -134,6 +142,7 @@ class ExplorerData(ScoresMixin):
         self.store_path = Path(store)
         self.data_dir = data_dir
         self.scores_path = Path(scores) if scores is not None else scores_path(store)
+        self.shift_path = _shift_path(store)
         self.photo_size = int(photo_size)
         self.problems: list[str] = []
         self.tree: xr.DataTree | None = None
@@ -243,6 +252,30 @@ class ExplorerData(ScoresMixin):
                 return
         self.problems.append(f"Dataset folder {self._path(root)} not found: photos and boxes are "
                              "not shown. Pass --data PATH.")
+
+    @functools.cached_property
+    def _shift(self) -> tuple[xr.Dataset | None, str | None]:
+        from ssl_attn.explorer.finetune_view import load_shift
+
+        if not self._exists(self.shift_path):
+            return None, None
+        try:
+            return load_shift(self.shift_path), None
+        except Exception as exc:  # unreadable shift table: report it in its tab
+            return None, (f"Cannot open the shift table {self._path(self.shift_path)}: "
+                          f"{self._reason(exc)}")
+
+    @property
+    def shift(self) -> xr.Dataset | None:
+        """The Q2 shift table (``X.shift.zarr`` beside the store) in the fine-tuning view's
+        names (:func:`ssl_attn.explorer.finetune_view.load_shift`), opened on first use and
+        shared by every session; None when absent or unreadable (:attr:`shift_problem`)."""
+        return self._shift[0]
+
+    @property
+    def shift_problem(self) -> str | None:
+        """Why the shift table cannot be shown (Markdown, escaped), or None."""
+        return self._shift[1]
 
     @property
     def ok(self) -> bool:

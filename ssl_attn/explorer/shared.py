@@ -42,15 +42,19 @@ def _newest_under(folder: Path) -> int:
 
 
 def store_signature(store: str | os.PathLike, scores: str | os.PathLike | None = None) -> tuple:
-    """What says a store changed on disk: ``(mtime_ns, size)`` of the store's and the scores'
-    root ``zarr.json`` (rewritten, consolidated, on every metadata change; None when absent)
-    and the newest file of each model group's ``complete`` flags (written by every extract
-    batch, whose map writes change no metadata). Cheap: a few ``stat`` calls."""
+    """What says a store changed on disk: ``(mtime_ns, size)`` of the store's, the scores' and
+    the shift table's (``X.shift.zarr``, read by the fine-tuning view) root ``zarr.json``
+    (rewritten, consolidated, on every metadata change; None when absent) and the newest file
+    of each model group's ``complete`` flags (written by every extract batch, whose map writes
+    change no metadata). Cheap: a few ``stat`` calls."""
+    from ssl_attn.explorer.finetune_view import shift_path
+
     store = Path(store)
     scores = Path(scores) if scores is not None else scores_path(store)
     complete = tuple(sorted((p.parent.name, _newest_under(p))
                             for p in store.glob("*/complete")))
-    return (_stat(store / "zarr.json"), _stat(scores / "zarr.json"), complete)
+    return (_stat(store / "zarr.json"), _stat(scores / "zarr.json"), complete,
+            _stat(shift_path(store) / "zarr.json"))
 
 
 def shared_data(

@@ -128,6 +128,24 @@ class ExplorerState(BatchedSelection):
             self.param.update(selected_box=-1, tap_x=None, tap_y=None)
 
     # ------------------------------------------------------------------ helpers
+    def select(self, **values) -> None:
+        """Set several params as one user action (``version`` bumped once, at the end).
+
+        ``model`` is set first, then ``method``, so the choices that depend on them (method,
+        variant, layer, head, compare_variant) are re-derived before the other ``values`` are
+        set; a value not among its param's choices then raises param's ``ValueError``. E.g. a
+        tap on the fine-tuning view's shift table: ``select(model=..., method=...,
+        compare_variant=..., layer=..., head=-1)``.
+        """
+        before = tuple(getattr(self, n) for n in SELECTION)
+        with self.cascade():
+            for name in ("model", "method"):
+                if name in values:
+                    setattr(self, name, values.pop(name))
+            self.param.update(**values)
+        if tuple(getattr(self, n) for n in SELECTION) != before:
+            self._bump()
+
     def map_key(self) -> tuple:
         """``(model, variant, method, image_id, layer, head)`` of the current map."""
         return (self.model, self.variant, self.method, self.image_id, self.layer, self.head)
