@@ -350,3 +350,25 @@ def test_the_fine_tuning_tab_renders_and_a_tap_selects(tmp_path):
             browser.close()
     assert (tmp_path / "q2_1280.png").stat().st_size > 20_000
     assert not errors, f"browser console errors: {errors}"
+
+
+def test_the_tab_reads_what_shift_table_writes(tmp_path):
+    """Integration: the real ``ssl_attn.finetune.shift`` output (not the hand-made Dataset)
+    renders in the tab, and a cell shows that Dataset's numbers."""
+    from ssl_attn.finetune.shift import open_shift, shift_table, write_shift
+    from ssl_attn.store import open_scores, shift_path
+
+    f = build_q2(tmp_path, shift=False)
+    table = shift_table(open_scores(f.scores), metrics=("iou", "coverage"), store=f.store)
+    write_shift(table, shift_path(f.store))
+    ex = Explorer(f.store, data_dir=f.data_dir)
+    ex.state.param.update(metric="coverage", method="cls")
+    v = ex.finetune
+    assert "vit" in v.models()
+    ds = open_shift(shift_path(f.store))
+    layer = int(ds["layer"].values[0])
+    cell = v.cell("vit", "full", layer)
+    want = ds["delta"].sel({"model": "vit", "variant": "full", "method": "cls",
+                            "metric": "coverage", "layer": layer})
+    assert cell["delta"] == pytest.approx(float(want), nan_ok=True)
+    assert np.isfinite(cell["delta"])

@@ -50,6 +50,7 @@ from ssl_attn.store import (
     read_cube,
     read_embedding,
     scores_path,
+    shift_path,
 )
 
 __all__ = [
@@ -57,14 +58,6 @@ __all__ = [
     "PathRejectedError",
     "resolve_store_path",
 ]
-
-
-def _shift_path(store: str | os.PathLike) -> Path:
-    """``X.shift.zarr`` beside the store (:func:`ssl_attn.explorer.finetune_view.shift_path`,
-    imported here on use: that module imports this one)."""
-    from ssl_attn.explorer.finetune_view import shift_path
-
-    return shift_path(store)
 
 
 class PathRejectedError(ValueError):
@@ -142,7 +135,7 @@ class ExplorerData(ScoresMixin):
         self.store_path = Path(store)
         self.data_dir = data_dir
         self.scores_path = Path(scores) if scores is not None else scores_path(store)
-        self.shift_path = _shift_path(store)
+        self.shift_path = shift_path(store)
         self.photo_size = int(photo_size)
         self.problems: list[str] = []
         self.tree: xr.DataTree | None = None

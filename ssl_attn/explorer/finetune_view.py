@@ -48,8 +48,7 @@ from ssl_attn.explorer.text import alert, markdown, md_code, md_escape, show_pat
 from ssl_attn.explorer.views import _View
 from ssl_attn.store import decode_attrs
 
-__all__ = ["SHIFT_NAMES", "FinetuneView", "ShiftFigure", "ShiftSchemaError", "load_shift",
-           "shift_path"]
+__all__ = ["SHIFT_NAMES", "FinetuneView", "ShiftFigure", "ShiftSchemaError", "load_shift"]
 
 #: The shift Dataset's names as this view reads them: view name → name in the Dataset
 #: (:mod:`ssl_attn.finetune.shift` decides them, docs/SCHEMA.md; a rename there is one edit
@@ -92,26 +91,9 @@ class ShiftSchemaError(ValueError):
     """The shift table lacks a dimension or variable the view needs (another version wrote it)."""
 
 
-def shift_path(store: str | os.PathLike) -> Path:
-    """``X.zarr`` → ``X.shift.zarr`` beside it: :func:`ssl_attn.store.shift_path` (the store's
-    one rule). Until that lands (issue 9, the ``shift`` helper), the same rule as
-    :func:`ssl_attn.store.scores_path` with ``.shift``."""
-    try:
-        from ssl_attn.store import shift_path as owner
-    except ImportError:  # TODO(issue 9 merge): drop this fallback once the store exports it
-        p = Path(store)
-        stem = p.name[:-5] if p.name.endswith(".zarr") else p.name
-        return p.with_name(f"{stem}.shift.zarr")
-    return owner(store)
-
-
 def _open_shift(path: Path) -> xr.Dataset:
-    try:
-        from ssl_attn.finetune.shift import open_shift
-    except ModuleNotFoundError as exc:  # TODO(issue 9 merge): shift.py not there yet
-        if exc.name != "ssl_attn.finetune.shift":
-            raise
-        return xr.open_zarr(path, chunks=None)
+    from ssl_attn.finetune.shift import open_shift
+
     return open_shift(path)
 
 

@@ -47,7 +47,7 @@ def store_signature(store: str | os.PathLike, scores: str | os.PathLike | None =
     (rewritten, consolidated, on every metadata change; None when absent) and the newest file
     of each model group's ``complete`` flags (written by every extract batch, whose map writes
     change no metadata). Cheap: a few ``stat`` calls."""
-    from ssl_attn.explorer.finetune_view import shift_path
+    from ssl_attn.store import shift_path
 
     store = Path(store)
     scores = Path(scores) if scores is not None else scores_path(store)
