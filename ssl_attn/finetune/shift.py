@@ -233,7 +233,9 @@ def _paired_rows(a: np.ndarray, b: np.ndarray, *, wilcoxon: bool = True) -> dict
     pair counts where both are finite): ``delta`` (mean) with ``ci_low``/``ci_high``
     (:func:`ssl_attn.stats.mean_ci`, equal to :func:`~ssl_attn.stats.bootstrap_ci` of the row's
     differences), ``n``, ``reference_mean`` (of b) and ``variant_mean`` (of a) over the pairs,
-    ``p_value`` (:func:`~ssl_attn.stats.paired_ttest`), ``p_wilcoxon``, ``dz``."""
+    ``p_value`` (:func:`~ssl_attn.stats.paired_ttest_rows`), ``p_wilcoxon``
+    (:func:`~ssl_attn.stats.wilcoxon_rows`), ``dz`` (:func:`~ssl_attn.stats.cohens_dz_rows`):
+    each row's numbers equal the scalar functions' on its own pairs."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     ok = np.isfinite(a) & np.isfinite(b)
@@ -247,14 +249,12 @@ def _paired_rows(a: np.ndarray, b: np.ndarray, *, wilcoxon: bool = True) -> dict
         cnt = ok.sum(axis=1)
         out["reference_mean"] = np.where(cnt > 0, np.where(ok, b, 0).sum(axis=1) / cnt, np.nan)
         out["variant_mean"] = np.where(cnt > 0, np.where(ok, a, 0).sum(axis=1) / cnt, np.nan)
-    p, pw, dz = (np.full(rows, np.nan) for _ in range(3))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # zero-variance rows: scipy's NaN/inf
-        for k in np.flatnonzero(n >= 2).tolist():
-            p[k] = stats.paired_ttest(a[k], b[k])[1]
-            dz[k] = stats.cohens_dz(a[k], b[k])
-            if wilcoxon:
-                pw[k] = stats.wilcoxon(a[k], b[k])[1]
+        p = stats.paired_ttest_rows(a, b)[1]
+        dz = stats.cohens_dz_rows(a, b)
+        if wilcoxon:
+            pw = stats.wilcoxon_rows(a, b)[1]
     out.update(p_value=p, dz=dz)
     if wilcoxon:
         out["p_wilcoxon"] = pw
