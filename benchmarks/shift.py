@@ -13,8 +13,10 @@ Then times :func:`ssl_attn.finetune.shift.shift_table` twice in the same process
 the per-row statistics replaced by the row-by-row loop over the scalar
 ``ssl_attn.stats.paired_ttest`` / ``wilcoxon`` / ``cohens_dz`` (what ``shift_table`` did before
 the row-wise functions), "new" as shipped; checks that both give identical tables and prints
-seconds of each (best of ``--repeats``), the ratio new/old and how many scipy tests each row
-function ran. On a shared machine the seconds include waiting for a core: compare the ratio.
+seconds of each (best of ``--repeats``), the ratio new/old, the rows each row function got
+and the seconds spent in them (mean per ``shift_table`` call; the rest is the bootstrap
+:func:`ssl_attn.stats.mean_ci`, best layers and the Dataset). On a shared machine the seconds
+include waiting for a core: compare the ratio.
 """
 
 from __future__ import annotations
@@ -88,15 +90,19 @@ def full_scores(n_images: int = 139, seed: int = 0):
 
 
 class _Counter:
-    """Wraps a function, counting its calls and the rows it was given."""
+    """Wraps a function, counting its calls, the rows it was given and its seconds."""
 
     def __init__(self, fn):
-        self.fn, self.calls, self.rows = fn, 0, 0
+        self.fn, self.calls, self.rows, self.seconds = fn, 0, 0, 0.0
 
     def __call__(self, a, *args, **kwargs):
         self.calls += 1
-        self.rows += int(np.asarray(a).reshape(-1).size > 0) if np.ndim(a) <= 1 else len(a)
-        return self.fn(a, *args, **kwargs)
+        self.rows += 1 if np.ndim(a) <= 1 else len(a)
+        t0 = time.perf_counter()
+        try:
+            return self.fn(a, *args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - t0
 
 
 def _loop_rows(scalar):
@@ -132,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore")
 
+    import scipy.stats  # noqa: F401  (imported before timing: both paths need it)
+
     from ssl_attn import stats
     from ssl_attn.finetune import shift
 
@@ -150,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         for k, c in counters.items():
             setattr(stats, k, c)
         t_new, new = _timed(run, args.repeats)
-        loops = {"paired_ttest_rows": _loop_rows(stats.paired_ttest),
-                 "wilcoxon_rows": _loop_rows(stats.wilcoxon),
-                 "cohens_dz_rows": _loop_rows(stats.cohens_dz)}
+        loops = {"paired_ttest_rows": _Counter(_loop_rows(stats.paired_ttest)),
+                 "wilcoxon_rows": _Counter(_loop_rows(stats.wilcoxon)),
+                 "cohens_dz_rows": _Counter(_loop_rows(stats.cohens_dz))}
         for k, fn in loops.items():
             setattr(stats, k, fn)
         t_old, old = _timed(run, args.repeats)
@@ -168,8 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     for ds in (old, new):
         ds.attrs.pop("created")
     identical = new.identical(old)
-    print("rows per call (new path): " + ", ".join(
-        f"{k} {c.rows} rows in {c.calls} calls" for k, c in counters.items()))
+    r = args.repeats
+    print("per shift_table call, new path: " + ", ".join(
+        f"{k} {c.rows // r} rows in {c.calls // r} calls" for k, c in counters.items()))
+    for label, group in (("old", loops), ("new", counters)):
+        print(f"seconds in the t-test / Wilcoxon / d_z rows, {label}: " + ", ".join(
+            f"{k} {c.seconds / r:.2f}" for k, c in group.items())
+            + f" (total {sum(c.seconds for c in group.values()) / r:.2f}; mean per call)")
     print(f"old (row loop): {t_old:.2f} s   new (row-wise): {t_new:.2f} s   "
           f"new/old = {t_new / t_old:.3f}   tables identical: {identical}")
     return 0 if identical else 1
