@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,13 +18,16 @@ from ssl_attn.stats import (
     bootstrap_ci,
     bootstrap_settings,
     cohens_dz,
+    cohens_dz_rows,
     curve_from_values,
     holm,
     layer_curve,
     mean_ci,
     paired_differences,
     paired_ttest,
+    paired_ttest_rows,
     wilcoxon,
+    wilcoxon_rows,
 )
 
 A = np.array([0.61, 0.42, 0.55, 0.73, 0.38, 0.66, 0.59, 0.47, 0.71, 0.52])
@@ -51,6 +56,77 @@ def test_paired_tests_equal_scipy():
 
 def test_cohens_dz_hand_computed():
     assert cohens_dz([3.0, 5.0, 7.0], [2.0, 3.0, 4.0]) == pytest.approx(2.0)  # d=[1,2,3]
+
+
+def test_row_wise_paired_stats_hand_computed():
+    # Row 0: d = [1, 2, 3]: t = 2 / (1/sqrt(3)); df 2: p = 1 - t/sqrt(2 + t^2) = 1 - sqrt(12/14);
+    # Wilcoxon exact: W = min(R+, R-) = 0, p = 2 * P(W <= 0) = 2/8; d_z = 2 / 1.
+    # Row 1: the same pairs among NaN holes (on either side). Row 2: one pair. Row 3: all d = 0.
+    a = np.array([[3.0, 5.0, 7.0, 1.0], [np.nan, 3.0, 5.0, 7.0], [1.0, np.nan, np.nan, np.nan],
+                  [0.5, 0.5, 0.5, 0.5]])
+    b = np.array([[2.0, 3.0, 4.0, np.nan], [0.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 0.0],
+                  [0.5, 0.5, 0.5, 0.5]])
+    t, p = paired_ttest_rows(a, b)
+    np.testing.assert_allclose(t[:2], 2 * np.sqrt(3), rtol=1e-12)
+    np.testing.assert_allclose(p[:2], 1 - np.sqrt(12 / 14), rtol=1e-12)
+    w, pw = wilcoxon_rows(a, b)
+    assert w[:2].tolist() == [0.0, 0.0] and pw[:2].tolist() == [0.25, 0.25]
+    np.testing.assert_allclose(cohens_dz_rows(a, b)[:2], 2.0, rtol=1e-12)
+    for out in (t, p, w, pw, cohens_dz_rows(a, b)):
+        assert np.isnan(out[2:]).all()  # one pair; no spread / only zero differences
+    # 1-D input is one row; unequal shapes are refused.
+    assert paired_ttest_rows(a[0], b[0])[1].tolist() == [p[0]]
+    with pytest.raises(ValueError, match="equal shapes"):
+        wilcoxon_rows(a, b[:, :3])
+
+
+def _paired_stress_rows(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Paired rows of 0–139 finite pairs scattered among NaN / inf holes (on either side),
+    several kinds per size: plain, 2-decimal (ties), half zero differences, one zero, all zero,
+    all-equal differences, tied |d| of both signs, a huge offset. Sizes cover every method
+    scipy's Wilcoxon picks (exact n <= 50 without zeros/ties, permutation n <= 13, normal)."""
+    width = 160
+    rows_a, rows_b = [], []
+    for n in (0, 1, 2, 3, 5, 9, 14, 20, 50, 51, 139):
+        for kind in range(8):
+            a = np.round(rng.uniform(0, 1, n), 2 if kind in (1, 2) else 12)
+            b = np.round(rng.uniform(0, 1, n), 2 if kind in (1, 2) else 12)
+            if kind == 2:
+                b[: n // 2] = a[: n // 2]
+            elif kind == 3:
+                b = a.copy()
+            elif kind == 4:
+                b = a - 0.1
+            elif kind == 5:
+                b = a + rng.choice([-0.25, 0.25, 0.5], n)
+            elif kind == 6 and n:
+                b[0] = a[0]
+            elif kind == 7:
+                a, b = a * 1e6 + 1e9, b * 1e6 + 1e9
+            ra, rb = np.full(width, np.nan), np.full(width, np.nan)
+            at = np.sort(rng.choice(width, size=n, replace=False))
+            ra[at], rb[at] = a, b
+            holes = np.setdiff1d(np.arange(width), at)[:3]  # one side only: not a pair
+            ra[holes[:1]], rb[holes[1:2]], ra[holes[2:]] = 0.3, 0.2, np.inf
+            rows_a.append(ra)
+            rows_b.append(rb)
+    return np.array(rows_a), np.array(rows_b)
+
+
+def test_row_wise_paired_stats_equal_the_scalar_functions_row_by_row():
+    """All rows in one call (rows of equal size but different Wilcoxon methods side by side)
+    give the scalar functions' numbers bit for bit."""
+    a, b = _paired_stress_rows(np.random.default_rng(7))
+    for rows_fn, scalar in ((paired_ttest_rows, paired_ttest), (wilcoxon_rows, wilcoxon),
+                            (cohens_dz_rows, cohens_dz)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # zero spread: scipy's inf/NaN
+            got = rows_fn(a, b)
+            want = np.array([scalar(x, y) for x, y in zip(a, b, strict=True)])
+        got = np.column_stack(got) if isinstance(got, tuple) else got
+        assert got.shape == want.shape
+        assert np.array_equal(got, want, equal_nan=True), rows_fn.__name__
+        assert np.isfinite(want).reshape(len(a), -1).all(axis=1).sum() > 50  # not all NaN
 
 
 def test_bootstrap_ci_seeded_and_sensible():

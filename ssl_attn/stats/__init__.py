@@ -24,8 +24,10 @@ keep only images where both sides are finite. Means are taken in float64 whateve
 dtype.
 
 Modules: :mod:`.bootstrap` (settings, :func:`bootstrap_ci`, :func:`mean_ci`), :mod:`.curves`
-(numpy core: curves and best layers from arrays), :mod:`.paired` (tests, d_z, Holm),
-:mod:`.tables` (the same on a scores Dataset). Import from :mod:`ssl_attn.stats` itself.
+(numpy core: curves and best layers from arrays), :mod:`.paired` (tests, d_z, Holm; and
+:func:`paired_ttest_rows`, :func:`wilcoxon_rows`, :func:`cohens_dz_rows`: the same for many
+rows at once, equal bit for bit), :mod:`.tables` (the same on a scores Dataset). Import from
+:mod:`ssl_attn.stats` itself.
 """
 
 from __future__ import annotations
@@ -40,7 +42,15 @@ from .curves import (
     curves_from_values,
     direction,
 )
-from .paired import cohens_dz, holm, paired_ttest, wilcoxon
+from .paired import (
+    cohens_dz,
+    cohens_dz_rows,
+    holm,
+    paired_ttest,
+    paired_ttest_rows,
+    wilcoxon,
+    wilcoxon_rows,
+)
 from .tables import best_layer, layer_curve, paired_differences
 
 __all__ = [
@@ -55,6 +65,7 @@ __all__ = [
     "bootstrap_ci",
     "bootstrap_settings",
     "cohens_dz",
+    "cohens_dz_rows",
     "curve_from_values",
     "curves_from_values",
     "direction",
@@ -63,6 +74,8 @@ __all__ = [
     "mean_ci",
     "paired_differences",
     "paired_ttest",
+    "paired_ttest_rows",
     "wilcoxon",
+    "wilcoxon_rows",
 ]
 
