@@ -597,6 +597,8 @@ def extract_on_cluster(
         n_shards = max(1, len(client.nthreads()))
     kwargs.setdefault("progress", False)
     store, data = os.path.abspath(store), os.path.abspath(data)
+    if kwargs.get("finetuned") is not None:
+        kwargs["finetuned"] = os.path.abspath(kwargs["finetuned"])
     run_id = time.time_ns()
     futures = []
     for i in range(n_shards):

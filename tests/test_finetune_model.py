@@ -19,7 +19,7 @@ import torch
 from ssl_attn import store as st
 from ssl_attn.finetune import checkpoint as ck
 from ssl_attn.finetune.model import FineTunableModel, state_digest
-from ssl_attn.models import FAMILY_TABLE
+from ssl_attn.models import FAMILY_TABLE, list_models
 from ssl_attn.models.families import HEAD_INPUTS, Family
 
 # one model per head input / family flavour: CLS + registers, CLS + post-norm, pooled, GAP
@@ -158,6 +158,20 @@ def test_forward_gives_logits_on_the_family_head_input(key, trained):
     torch.testing.assert_close(logits, feats @ model.head.weight.T + model.head.bias)
     if key == "clip":  # CLIP's own pooled output is post_layernorm(CLS)
         torch.testing.assert_close(feats, out.pooler_output)
+
+
+@pytest.mark.parametrize("key", [k for k in list_models() if k not in SIZES])
+def test_every_other_registered_model_trains_with_lora(key, tiny_weights):
+    """The families not covered above (MAE's raster-order noise, DINOv3's RoPE, ...)."""
+    model = FineTunableModel(key, weights_dir=tiny_weights, size=64)
+    model.setup("lora", 2)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    model.train()
+    loss = torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 1]))
+    loss.backward()
+    grads = [p.grad for n, p in model.backbone.named_parameters() if "lora_A" in n]
+    assert grads and all(g is not None for g in grads)
+    assert model(x).shape == (2, 2)
 
 
 def test_head_init_is_seeded(tiny_weights):

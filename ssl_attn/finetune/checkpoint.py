@@ -542,7 +542,7 @@ def load_finetuned(
             fc.bias.copy_(head["bias"])
         model.fc = fc
     model = model.to(device=dev, dtype=dt).eval()
-    weights = f"finetuned:{run}:{manifest['variant']}:epoch{best}"
+    weights = f"finetuned:{run.resolve()}:{manifest['variant']}:epoch{best}"
     if family.head_input == "gap":
         weights += f":gradcam-target=top1-of-{len(classes)}-style-logits"
     weights = " ".join(weights.split())  # one line
