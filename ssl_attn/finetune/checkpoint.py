@@ -45,23 +45,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from ssl_attn.models.loading import LoadedModel
 
 __all__ = [
-    "ADAPTER_DIR",
-    "BACKBONE_FILE",
-    "FORMAT",
-    "FORMAT_VERSION",
-    "HEAD_FILE",
-    "MANIFEST",
-    "CheckpointError",
-    "finetune_provenance",
-    "load_finetuned",
-    "load_weights",
-    "manifest_base",
-    "read_manifest",
-    "read_tensors",
-    "save_weights",
-    "weights_folder",
-    "write_manifest",
-]
+    "ADAPTER_DIR", "BACKBONE_FILE", "FORMAT", "FORMAT_VERSION", "HEAD_FILE", "MANIFEST",
+    "CheckpointError", "finetune_provenance", "load_finetuned", "load_weights", "manifest_base",
+    "read_manifest", "read_tensors", "save_weights", "weights_folder", "write_manifest",
+]  # fmt: skip
 
 MANIFEST = "manifest.json"
 FORMAT = "ssl-attn-finetune"
