@@ -288,7 +288,12 @@ def _check_size(size: int | None, models: Sequence[str]) -> None:
 def _cmd_extract(args: argparse.Namespace) -> int:
     from ssl_attn.extract import extract, parse_shard
 
-    models = _parse_models(args.models)
+    if args.finetuned is not None and args.models is None:
+        from ssl_attn.finetune.checkpoint import read_manifest
+
+        models = [read_manifest(args.finetuned)["model"]["key"]]  # the run's one model
+    else:
+        models = _parse_models(args.models)
     _check_size(args.size, models)
     check_store_metadata(_check_default(args.store, "--store", _store_arg), must_exist=False)
     report = extract(
@@ -305,6 +310,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         size=args.size,
         embeddings=args.embeddings,
         progress=True,
+        finetuned=args.finetuned,
     )
     print(report)
     if report.skipped and not args.allow_skipped:
@@ -461,7 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
         "1 data, weights or store error; 2 bad arguments. A run whose first model fails to load "
         "leaves no new store behind.",
     )  # fmt: skip
-    e.add_argument("--models", nargs="+", default=["all"], help="model keys or 'all'")
+    e.add_argument("--models", nargs="+", default=None,
+                   help="model keys or 'all' (default: all; with --finetuned: the run's model)")
     e.add_argument("--layers", nargs="+", type=_non_negative, default=None,
                    help="layer indices (0-based; default all)")
     e.add_argument("--data", type=_existing_dir, default=DEFAULT_DATA)
@@ -469,7 +476,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--weights-dir", type=_existing_dir, default=None,
                    help="offline weights: one folder per model key (save_pretrained layout, or "
                    "a torchvision state dict for resnet50)")
-    e.add_argument("--variant", default="frozen")
+    e.add_argument("--variant", default=None,
+                   help="store variant (default: frozen; with --finetuned: the run's variant)")
+    e.add_argument("--finetuned", type=_existing_dir, default=None, metavar="RUN",
+                   help="a fine-tuning run folder (ssl-attn finetune --out RUN): extract its "
+                   "best weights as the run's variant; the store's variant_provenance names the "
+                   "run and its manifest")
     e.add_argument("--device", type=_device_arg, default="auto",
                    help="auto, cpu, cuda, cuda:1, mps")
     e.add_argument("--dtype", type=_dtype_arg, default=None,

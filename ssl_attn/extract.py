@@ -278,9 +278,12 @@ class _ModelGroup:
 
     def __init__(self, store: Path, key: str, variant: str, *, image_ids: Sequence[str],
                  image_coords: dict[str, list[Any]], synthetic: bool,
-                 layers: Sequence[int] | None, root: _StoreRoot | None = None) -> None:  # fmt: skip
+                 layers: Sequence[int] | None, root: _StoreRoot | None = None,
+                 extra_attrs: dict[str, Any] | None = None) -> None:  # fmt: skip
         self.store, self.key, self.variant = store, key, variant
         self.root = root
+        # facts recorded on top of the model's (a fine-tuned variant's run, manifest, ...)
+        self.extra_attrs = dict(extra_attrs or {})
         self.image_ids, self.image_coords = list(image_ids), image_coords
         self.synthetic, self.layers = bool(synthetic), layers
         self.writer: GroupWriter | None = None
@@ -312,6 +315,7 @@ class _ModelGroup:
             "methods": sorted(maps),
             "variant": self.variant,
             "synthetic": self.synthetic,
+            **self.extra_attrs,
         }
         st.init_model_group(
             self.store, self.key, image_ids=self.image_ids, image_coords=self.image_coords,
@@ -337,6 +341,7 @@ class _Settings:
     size: int | tuple[int, int] | None
     batch_size: int
     progress: bool
+    finetuned: Path | None = None
 
 
 def extract(
@@ -345,7 +350,7 @@ def extract(
     models: str | Sequence[str],
     *,
     layers: Sequence[int] | None = None,
-    variant: str = "frozen",
+    variant: str | None = None,
     weights_dir: str | os.PathLike | None = None,
     device: str = "cpu",
     dtype: Any = None,
@@ -356,6 +361,7 @@ def extract(
     progress: bool = True,
     image_ids: Sequence[str] | None = None,
     methods: Sequence[str] | None = None,
+    finetuned: str | os.PathLike | None = None,
 ) -> ExtractReport:
     """Extract attention maps of the annotated images into a store, resumably.
 
@@ -366,8 +372,11 @@ def extract(
         models: a model key or keys (``ssl_attn.models.list_models()``).
         layers: 0-based layer indices passed to ``extract_maps`` (default all), stored as the
             ``layer`` coordinate (Grad-CAM stages: index 0..3 stored as 1..4).
-        variant: the store variant written (``frozen``, ``linear_probe``, ``lora``, ``full``).
-        weights_dir: local checkpoints (``<weights_dir>/<key>/``) instead of the hub.
+        variant: the store variant written (``frozen``, ``linear_probe``, ``lora``, ``full``,
+            ``<strategy>_shuffled``). Default: ``frozen``, or with ``finetuned`` the run's
+            variant (its manifest's ``variant``; another value is an error).
+        weights_dir: local checkpoints (``<weights_dir>/<key>/``) instead of the hub (with
+            ``finetuned``: the base weights; default the folder the run recorded).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... or ``"auto"`` (cuda > mps > cpu, as
             ``load_model`` resolves it); dtype: model dtype (default float32).
         batch_size: images per forward pass (default 8).
@@ -379,6 +388,12 @@ def extract(
         image_ids: restrict the run to these annotated images (the store still allocates all).
         methods: attention methods passed to ``extract_maps`` (default: the model's
             ``default_methods``). A store group keeps the methods of its first run.
+        finetuned: a fine-tuning run folder (``ssl-attn finetune --out RUN``): its best
+            weights are loaded with :func:`ssl_attn.finetune.checkpoint.load_finetuned` (same
+            preprocessing, dtype and images as ``frozen``). ``models`` must be the run's one
+            model. The group's ``variant_provenance`` records the run, its manifest, strategy,
+            labels kind, best epoch and validation accuracy, classes and split digest; a
+            variant already extracted from another run (or from no run) is an error.
 
     Returns:
         An :class:`ExtractReport`. Images already complete for ``(model, variant)`` are not
@@ -392,6 +407,11 @@ def extract(
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}: need at least 1 image per batch.")
     keys = [models] if isinstance(models, str) else list(models)
+    run_facts: dict[str, Any] | None = None
+    if finetuned is not None:
+        variant, run_facts = _finetuned_run(finetuned, keys, variant)
+    elif variant is None:
+        variant = "frozen"
     wc = WikiChurches(data)
     table = image_table(wc)
     all_ids = [str(i) for i in table["image_id"]]
@@ -410,10 +430,12 @@ def extract(
     report = ExtractReport(store=str(store), shard=shard)
     settings = _Settings(device=device, dtype=dtype, weights_dir=weights_dir, layers=layers,
                          methods=methods, embeddings=embeddings, size=size,
-                         batch_size=batch_size, progress=progress)  # fmt: skip
+                         batch_size=batch_size, progress=progress,
+                         finetuned=None if finetuned is None else Path(finetuned))  # fmt: skip
     coords = _image_coords(table)
 
     for key in keys:
+        _check_variant_source(store, key, variant, run_facts)
         done = st.completed(store, key, variant)
         todo = [i for i in mine if i not in done]
         mrep = ModelReport(model=key, variant=variant, n_images=len(mine),
@@ -422,9 +444,58 @@ def extract(
         if todo:  # else nothing to do: the model is not even loaded (and nothing locked)
             st.check_writable(store)  # a read-only store fails here, before the model loads
             group = _ModelGroup(store, key, variant, image_ids=all_ids, image_coords=coords,
-                                synthetic=wc.is_synthetic, layers=layers, root=root)  # fmt: skip
+                                synthetic=wc.is_synthetic, layers=layers, root=root,
+                                extra_attrs=run_facts)  # fmt: skip
             _run_model(wc, group, todo, mrep, report, settings)
     return report
+
+
+#: The facts that identify the source of a fine-tuned variant in ``variant_provenance``.
+_RUN_IDENTITY = ("run", "strategy", "labels_kind", "best_epoch", "split_digest")
+
+
+def _finetuned_run(finetuned: str | os.PathLike, keys: list[str],
+                   variant: str | None) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    """``(variant, provenance facts)`` of a fine-tuning run, checked against the call: the run's
+    model must be the one model asked for, and an explicit variant must be the run's."""
+    from ssl_attn.finetune.checkpoint import MANIFEST, finetune_provenance, read_manifest
+
+    manifest = read_manifest(finetuned)
+    path = Path(finetuned)
+    where = path if path.name == MANIFEST else path / MANIFEST
+    run_key, run_variant = manifest["model"]["key"], manifest["variant"]
+    if keys != [run_key]:
+        raise ValueError(f"{where}: this run fine-tuned {run_key!r}; --finetuned extracts "
+                         f"exactly that one model (--models {run_key}), not {keys}")  # fmt: skip
+    if variant is not None and variant != run_variant:
+        raise ValueError(f"{where}: this run is variant {run_variant!r} (manifest 'variant'), "
+                         f"not {variant!r}; leave --variant out or pass {run_variant}")  # fmt: skip
+    return run_variant, finetune_provenance(finetuned, manifest)
+
+
+def _check_variant_source(store: Path, key: str, variant: str,
+                          run_facts: dict[str, Any] | None) -> None:  # fmt: skip
+    """Refuse to add maps to a variant that holds maps of another source: another fine-tuning
+    run (or another best epoch of it), or the base model where this call has a run (and the
+    reverse). A variant the store lacks is always fine."""
+    if not (store / key / "zarr.json").is_file():
+        return
+    try:
+        raw = st.open_root(store)[key].attrs.get("variant_provenance", "{}")
+    except Exception:  # unreadable or half-created: init_model_group decides
+        return
+    recorded = st.decode_attr(raw)
+    if not isinstance(recorded, dict) or variant not in recorded:
+        return
+    have = st.decode_attrs(recorded[variant])
+    before = {k: have.get(k) for k in _RUN_IDENTITY if have.get(k) is not None}
+    now = {k: run_facts.get(k) for k in _RUN_IDENTITY
+           if run_facts and run_facts.get(k) is not None}  # fmt: skip
+    if before != now:
+        raise st.StoreError(
+            f"{store}: group {key!r} variant {variant!r} holds maps of "
+            f"{before or 'the model as loaded (no fine-tuning run)'}, but this call extracts "
+            f"{now or 'the model as loaded'}; write to another store or variant")
 
 
 def _run_model(wc: Any, group: _ModelGroup, todo: list[str], mrep: ModelReport,
@@ -438,8 +509,16 @@ def _run_model(wc: Any, group: _ModelGroup, todo: list[str], mrep: ModelReport,
 
     key, variant = group.key, group.variant
     started = time.perf_counter()
-    loaded = load_model(key, device=settings.device, dtype=settings.dtype,
-                        weights_dir=settings.weights_dir)  # fmt: skip
+    if settings.finetuned is not None:
+        from ssl_attn.finetune.checkpoint import finetune_provenance, load_finetuned
+
+        loaded, manifest = load_finetuned(settings.finetuned, device=settings.device,
+                                          dtype=settings.dtype, weights_dir=settings.weights_dir,
+                                          model_name=key)  # fmt: skip
+        group.extra_attrs = finetune_provenance(settings.finetuned, manifest)
+    else:
+        loaded = load_model(key, device=settings.device, dtype=settings.dtype,
+                            weights_dir=settings.weights_dir)  # fmt: skip
     # patch embeddings exist for ViTs only; a CNN in the same run simply has none
     embeddings = settings.embeddings and loaded.spec.is_vit
     skipped: list[dict[str, str]] = []
@@ -518,6 +597,8 @@ def extract_on_cluster(
         n_shards = max(1, len(client.nthreads()))
     kwargs.setdefault("progress", False)
     store, data = os.path.abspath(store), os.path.abspath(data)
+    if kwargs.get("finetuned") is not None:
+        kwargs["finetuned"] = os.path.abspath(kwargs["finetuned"])
     run_id = time.time_ns()
     futures = []
     for i in range(n_shards):

@@ -26,7 +26,9 @@ def test_extract_defaults_and_shard_parsing():
     args = build_parser().parse_args(["extract", "--models", "dinov2", "mae", "--layers", "11",
                                       "--shard", "1/4"])
     assert args.models == ["dinov2", "mae"] and args.layers == [11]
-    assert args.batch_size == 8 and args.device == "auto" and args.variant == "frozen"
+    # variant None: "frozen", or with --finetuned the run's own variant
+    assert args.batch_size == 8 and args.device == "auto" and args.variant is None
+    assert args.finetuned is None
     from ssl_attn.extract import parse_shard
 
     assert parse_shard(args.shard) == (1, 4)

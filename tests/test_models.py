@@ -435,12 +435,18 @@ def test_every_family_builds_a_tiny_eager_model(name):
     from ssl_attn.models.loading import fix_mae_init
 
     fam = FAMILY_TABLE[name]
-    if not fam.is_vit:  # the CNN: Grad-CAM stages instead of attention, no LoRA targets
+    if not fam.is_vit:  # the CNN: Grad-CAM stages instead of attention, LoRA on its convs
         import torchvision
 
-        assert fam.tiny_vision is None and fam.lora_targets == ()
+        assert fam.tiny_vision is None and fam.head_input == "gap"
         model = torchvision.models.resnet50(weights=None)
         assert all(isinstance(getattr(model, s), torch.nn.Sequential) for s in fam.stages)
+        n_blocks = sum(len(getattr(model, s)) for s in fam.stages)  # 16 bottlenecks
+        found = {t: _modules_named(model, t) for t in fam.lora_targets}
+        # conv1 also matches the stem; every match is a Conv2d
+        assert {t: len(m) for t, m in found.items()} == {
+            "conv1": n_blocks + 1, "conv2": n_blocks, "conv3": n_blocks}
+        assert all(type(m) is torch.nn.Conv2d for ms in found.values() for m in ms)
         return
     cfg = tiny_config(name)
     config = build_hf_config(cfg, attn_implementation="eager")

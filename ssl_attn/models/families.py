@@ -20,6 +20,7 @@ __all__ = [
     "CLS_METHODS",
     "FAMILIES",
     "FAMILY_TABLE",
+    "HEAD_INPUTS",
     "METHODS",
     "SIGLIP_METHODS",
     "Family",
@@ -36,6 +37,9 @@ METHODS = ("cls", "register_mass", "cls_self", "rollout", "mean_received", "prob
 CLS_METHODS = ("cls", "register_mass", "cls_self", "rollout", "mean_received")
 CLS_DEFAULT = ("cls", "register_mass", "cls_self", "rollout")
 SIGLIP_METHODS = ("mean_received", "probe")
+
+#: What a fine-tuning head may read (:attr:`Family.head_input`).
+HEAD_INPUTS = ("cls", "pooled", "gap")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,8 +143,17 @@ class Family:
             biases, activations, RoPE). ``None``: no tiny variant (the CNN is built full-size).
         nested: the config holds ``vision_config`` / ``text_config`` (dual-encoder checkpoints).
         lora_targets: module-name suffixes for LoRA (PEFT ``target_modules`` style: a module
-            matches when its name ends with ``"." + target``), all ``nn.Linear`` of the encoder's
-            self-attention; empty for the CNN.
+            matches when its name is ``target`` or ends with ``"." + target``): for ViTs every
+            ``nn.Linear`` of the encoder's self-attention (query, key, value, output), for the
+            CNN every ``nn.Conv2d`` of the bottleneck blocks (``conv1`` also matches the stem).
+        lora_rank, lora_alpha, lora_dropout: the LoRA defaults of the family (PEFT ``r``,
+            ``lora_alpha``, ``lora_dropout``; the update is scaled by ``alpha / rank``);
+            a :class:`~ssl_attn.finetune.config.FineTuningConfig` may override each.
+        head_input: what the fine-tuning head (one ``nn.Linear``) reads, shape (B, D):
+            ``"cls"``: token 0 of ``last_hidden_state`` after :attr:`post_norm` (where set;
+            e.g. CLIP's ``post_layernorm``); ``"pooled"``: ``pooler_output``, the output of
+            SigLIP / SigLIP 2's attention-pooling head; ``"gap"``: the CNN's global-average-
+            pooled last-stage features (ResNet: the input of ``fc``, which the head replaces).
     """
 
     name: str
@@ -165,10 +178,22 @@ class Family:
     tiny_text: Mapping[str, Any] | None = None
     nested: bool = False
     lora_targets: tuple[str, ...] = ()
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.1
+    head_input: str = "cls"
 
     def __post_init__(self) -> None:
         if self.backend not in ("transformers", "torchvision"):
             raise ValueError(f"family {self.name!r}: unknown backend {self.backend!r}")
+        if self.head_input not in HEAD_INPUTS:
+            raise ValueError(f"family {self.name!r}: head_input {self.head_input!r} is not one "
+                             f"of {HEAD_INPUTS}")  # fmt: skip
+        if self.head_input == "cls" and not self.has_cls:
+            raise ValueError(f"family {self.name!r}: head_input 'cls' needs a CLS token")
+        if self.lora_rank < 1 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"family {self.name!r}: LoRA needs rank >= 1, alpha > 0 and "
+                             f"0 <= dropout < 1")  # fmt: skip
         unknown = [m for m in (*self.methods, *self.default_methods) if m not in METHODS]
         if unknown:
             raise ValueError(f"family {self.name!r}: unknown methods {unknown}")
@@ -222,6 +247,7 @@ FAMILY_TABLE: Mapping[str, Family] = MappingProxyType({
             tiny_vision={"hidden_size": 32, "mlp_ratio": 2, "num_hidden_layers": 2,
                          "num_attention_heads": 2, "image_size": 56},
             lora_targets=_QKVO,
+            head_input="cls",
         ),
         Family(
             name="dinov3",
@@ -230,6 +256,7 @@ FAMILY_TABLE: Mapping[str, Family] = MappingProxyType({
             registers=True,
             tiny_vision={**_SMALL, "image_size": 64},
             lora_targets=_QKVO,
+            head_input="cls",
         ),
         Family(
             name="mae",
@@ -244,6 +271,7 @@ FAMILY_TABLE: Mapping[str, Family] = MappingProxyType({
                          "decoder_intermediate_size": 64, "decoder_num_hidden_layers": 1,
                          "decoder_num_attention_heads": 2},
             lora_targets=_QKVO,
+            head_input="cls",
         ),
         Family(
             name="clip",
@@ -258,6 +286,7 @@ FAMILY_TABLE: Mapping[str, Family] = MappingProxyType({
             tiny_text={**_TINY_TEXT, "projection_dim": 16},
             nested=True,
             lora_targets=_QKV_SELF_OUT,
+            head_input="cls",
         ),
         Family(
             name="siglip",
@@ -275,6 +304,7 @@ FAMILY_TABLE: Mapping[str, Family] = MappingProxyType({
             tiny_text={**_TINY_TEXT, "projection_size": 32},
             nested=True,
             lora_targets=_QKV_SELF_OUT,
+            head_input="pooled",
         ),
         Family(
             name="siglip2",
@@ -292,6 +322,7 @@ FAMILY_TABLE: Mapping[str, Family] = MappingProxyType({
             tiny_text={**_TINY_TEXT, "projection_size": 32},
             nested=True,
             lora_targets=_QKV_SELF_OUT,
+            head_input="pooled",
         ),
         Family(
             name="resnet",
@@ -308,6 +339,8 @@ FAMILY_TABLE: Mapping[str, Family] = MappingProxyType({
                 "gradcam_layers": list(_RESNET_STAGES),
                 "gradcam_normalisation": "none (raw ReLU(sum_c alpha_c A_c))",
             },
+            lora_targets=("conv1", "conv2", "conv3"),
+            head_input="gap",
         ),
     )
 })

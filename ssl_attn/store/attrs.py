@@ -17,7 +17,7 @@ import ssl_attn
 
 _LIBRARIES = (
     "numpy", "pandas", "xarray", "zarr", "dask", "torch", "torchvision", "transformers",
-    "pillow", "scipy",
+    "pillow", "scipy", "peft", "accelerate", "safetensors",
 )  # fmt: skip
 
 
@@ -92,6 +92,17 @@ def _library_versions() -> dict[str, str]:
         except _metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def git_commit() -> str:
+    """The git commit ssl_attn runs from, or ``"unknown"`` (the ``git_commit`` provenance)."""
+    return _git_commit()
+
+
+def library_versions() -> dict[str, str]:
+    """``{name: version}`` of the installed libraries that shape results (the
+    ``library_versions`` provenance; libraries not installed are left out)."""
+    return _library_versions()
 
 
 def provenance(
