@@ -68,7 +68,7 @@ class FineTuningConfig:
             native size.
         crop_scale: random-resized-crop area range ``(lo, hi)``, ``0 < lo <= hi <= 1``.
         hflip: horizontal-flip probability in [0, 1].
-        jitter: colour-jitter strength (brightness, contrast, saturation) in [0, 1].
+        jitter: colour-jitter strength (brightness, contrast, saturation) in [0, 1).
         lora_rank, lora_alpha, lora_dropout: LoRA settings; ``None``: the family's defaults
             (:mod:`ssl_attn.models.families`).
         precision: one of :data:`PRECISIONS` (default ``"auto"``).
@@ -131,7 +131,7 @@ class FineTuningConfig:
         self._real("warmup_fraction", lo=0.0, hi=1.0, hi_open=True)
         self._real("val_fraction", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
         self._real("hflip", lo=0.0, hi=1.0)
-        self._real("jitter", lo=0.0, hi=1.0)
+        self._real("jitter", lo=0.0, hi=1.0, hi_open=True)
         self._crop_scale()
         if self.size is not None:
             self._int("size", minimum=1)
@@ -264,3 +264,21 @@ def _rule_from(d: Mapping[str, Any]) -> StyleRule:
         return StyleRule(**{k: (tuple(v) if k == "main_styles" else v) for k, v in d.items()})
     except (TypeError, ValueError) as exc:
         raise ValueError(f"FineTuningConfig.rule: {exc}") from None
+
+
+def _checker(name: str, allowed: tuple[str, ...]):
+    def check(text: str) -> str:
+        if text not in allowed:
+            raise ValueError(f"{text!r} is not a {name}; use one of {', '.join(allowed)}")
+        return text
+
+    check.__name__ = f"check_{name}"
+    check.__doc__ = f"``text`` if it is one of the {name} values, else a ``ValueError``."
+    return check
+
+
+#: Parse-time checks for the CLI (``ssl-attn finetune``): each returns its text or raises a
+#: ``ValueError`` listing the allowed values.
+check_strategy = _checker("strategy", STRATEGIES)
+check_labels = _checker("labels", LABELS)
+check_precision = _checker("precision", PRECISIONS)
