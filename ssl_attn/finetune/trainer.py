@@ -17,7 +17,10 @@ Hugging Face stack for no gain here.
 
 **Accelerate settings.** ``Accelerator(cpu=<device is CPU>, mixed_precision=<"bf16" on CUDA for
 precision "auto", else "no"; or as asked>, dataloader_config=DataLoaderConfiguration(
-split_batches=True))``. ``split_batches=True`` makes ``batch_size`` the *global* batch (so the
+split_batches=True), kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])``
+(the backbones hold trainable weights their forward does not use, e.g. DINOv2's ``mask_token``,
+which plain DistributedDataParallel refuses). ``split_batches=True`` makes ``batch_size`` the
+*global* batch (so the
 learning-rate schedule, stepped once per optimiser step, and the result do not depend on the
 number of processes). The **training** batches are split by this module, not by accelerate:
 accelerate's split mode either pads the last, smaller batch with images from the start of the
@@ -65,10 +68,8 @@ without training); a manifest of another config is an error (use another ``out_d
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
-import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -79,25 +80,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from ssl_attn.finetune import checkpoint
+from ssl_attn.finetune import checkpoint, rundir
 from ssl_attn.finetune.config import RUNTIME_FIELDS, FineTuningConfig
+from ssl_attn.finetune.rundir import RunFolderError, write_json
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "FineTuneResult", "FineTuner", "RunFolderError"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "FineTuneResult", "FineTuner", "RunFolderError",
+           "epoch_batches", "shard", "shard_loss"]
 
 FORMAT = "ssl-attn-finetune"
 FORMAT_VERSION = 1
 #: History keys that measure speed, not results (they differ between identical runs).
 TIMING_KEYS: tuple[str, ...] = ("seconds", "images_per_s")
-_STAGING = ".staging"
-_DONE = ".staging-done"
-_OWN_ENTRIES = {checkpoint.MANIFEST, "last", "best", _STAGING, _DONE}
+_OWN_ENTRIES = {checkpoint.MANIFEST, "last", "best", rundir.STAGING, rundir.DONE}
 _SAMPLER_TAG = 0x5A11  # keeps the batch-order stream apart from the augmentation's
 _EPOCH_TAG = 0xE90C
-
-
-class RunFolderError(ValueError):
-    """The run folder holds another run (other config, other split), is not a run folder, or
-    its checkpoint does not match its manifest. The message names the folder and the fix."""
 
 
 # ---------------------------------------------------------------------------------- result
@@ -205,6 +201,23 @@ def shard(batch: np.ndarray, rank: int, world: int) -> tuple[np.ndarray, bool]:
     return part, False
 
 
+def shard_loss(logits: torch.Tensor, y: torch.Tensor, class_w: torch.Tensor, w_global: float,
+               world: int, *, ghost: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One process's share of the class-weighted cross-entropy of a global batch.
+
+    ``loss = world * sum_i w_{y_i} CE_i / w_global`` over this process's ``logits`` (B, C) and
+    labels ``y`` (B,), with ``class_w`` (C,) the class weights and ``w_global`` the sum of
+    ``w_{y}`` over the *global* batch; DistributedDataParallel's gradient average over
+    ``world`` processes then equals the gradient of ``sum_i w_{y_i} CE_i / w_global`` over
+    the whole batch. A ``ghost`` share weighs 0. Returns ``(loss, w (B,), CE (B,))``; CE in
+    float32 whatever the logits' dtype.
+    """
+    ce = torch.nn.functional.cross_entropy(logits.float(), y, reduction="none")
+    w = class_w[y] * (0.0 if ghost else 1.0)
+    return (w * ce).sum() * (world / w_global), w, ce
+
+
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return int(np.random.SeedSequence((int(seed), int(epoch), int(rank), _EPOCH_TAG))
                .generate_state(1, dtype=np.uint64)[0] % (2**63))
@@ -216,74 +229,6 @@ def _epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:
             f"{row['train_acc']:.3f} | val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} "
             f"bacc {row['val_bacc']:.3f} | {row['seconds']:6.1f} s {row['images_per_s']:7.1f} "
             f"img/s{'  *' if improved else ''}")
-
-
-# ---------------------------------------------------------------------------------- state files
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return value.item() if value.numel() == 1 else value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
-
-
-def optimizer_state_to_files(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an optimizer ``state_dict`` into safetensors tensors (``state.<param>.<name>``,
-    contiguous CPU copies) and the JSON rest (``param_groups`` and any non-tensor state)."""
-    tensors: dict[str, torch.Tensor] = {}
-    extra: dict[str, dict[str, Any]] = {}
-    for pid, entry in sd["state"].items():
-        for name, value in entry.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"state.{pid}.{name}"] = value.detach().to("cpu").contiguous()
-            else:
-                extra.setdefault(str(pid), {})[name] = _jsonable(value)
-    return tensors, {"param_groups": _jsonable(sd["param_groups"]), "state_extra": extra}
-
-
-def optimizer_state_from_files(tensors: dict[str, torch.Tensor], rest: dict[str, Any]
-                               ) -> dict[str, Any]:
-    """The inverse of :func:`optimizer_state_to_files` (``betas`` back to a tuple)."""
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        _, pid, name = key.split(".", 2)
-        state.setdefault(int(pid), {})[name] = value
-    for pid, entry in rest.get("state_extra", {}).items():
-        state.setdefault(int(pid), {}).update(entry)
-    groups = []
-    for g in rest["param_groups"]:
-        g = dict(g)
-        if isinstance(g.get("betas"), list):
-            g["betas"] = tuple(g["betas"])
-        groups.append(g)
-    return {"state": state, "param_groups": groups}
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (a temporary file in the same folder, then ``os.replace``)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RunFolderError(f"{path}: cannot read ({exc}); the run folder is damaged: delete "
-                             "it, or pass another output folder") from exc  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------- trainer
@@ -411,7 +356,7 @@ class FineTuner:
 
 def _make_accelerator(cfg: FineTuningConfig):
     """The Accelerator of a run (settings in the module docstring)."""
-    from accelerate import Accelerator, DataLoaderConfiguration
+    from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
     from accelerate.state import AcceleratorState, PartialState
 
     from ssl_attn.models.loading import resolve_device
@@ -433,7 +378,8 @@ def _make_accelerator(cfg: FineTuningConfig):
     elif not state and PartialState._shared_state and not distributed:
         PartialState._reset_state()
     return Accelerator(cpu=cpu, mixed_precision=precision,
-                       dataloader_config=DataLoaderConfiguration(split_batches=True))
+                       dataloader_config=DataLoaderConfiguration(split_batches=True),
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
 
 
 class _Run:
@@ -515,23 +461,20 @@ class _Run:
         done = len(m["history"]) if m else 0
         if self.main:
             out.mkdir(parents=True, exist_ok=True)
-            _recover(out, done)
+            rundir.recover(out, done)
         acc.wait_for_everyone()
         if done == 0:
             return 0
-        state = _read_json(out / "last" / "state.json")
-        if int(state.get("epoch", -1)) != done - 1:
+        state = rundir.load_resume_state(out / "last")
+        if state["epoch"] != done - 1:
             raise RunFolderError(
-                f"{out / 'last'}: holds epoch {int(state.get('epoch', -1)) + 1}, but the "
-                f"manifest records {done}; the folder is inconsistent: delete it or use "
-                "another output folder (--out)")
-        from safetensors.torch import load_file
-
+                f"{out / 'last'}: holds epoch {state['epoch'] + 1}, but the manifest records "
+                f"{done}; the folder is inconsistent: delete it or use another output folder "
+                "(--out)")
         checkpoint.load_weights(out, self.acc.unwrap_model(self.model), "last")
-        tensors = load_file(str(out / "last" / "optimizer.safetensors"))
-        self.optimizer.load_state_dict(optimizer_state_from_files(tensors, state["optimizer"]))
+        self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler") is not None and acc.scaler is not None:
+        if state["scaler"] is not None and acc.scaler is not None:
             acc.scaler.load_state_dict(state["scaler"])
         self.history = [dict(h) for h in m["history"]]
         self.best_epoch, self.best_acc = int(m["best_epoch"]), float(m["best_val_acc"])
@@ -566,9 +509,7 @@ class _Run:
             ghost = shares[k][1]
             w_global = float(self.weights[self.train_labels[batches[k]]].sum())
             logits = model(x)
-            ce = torch.nn.functional.cross_entropy(logits.float(), y, reduction="none")
-            w = self.class_w[y] * (0.0 if ghost else 1.0)
-            loss = (w * ce).sum() * (world / w_global)
+            loss, w, ce = shard_loss(logits, y, self.class_w, w_global, world, ghost=ghost)
             acc.backward(loss)
             acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             g0 = self.optimizer.param_groups[0]
@@ -607,7 +548,7 @@ class _Run:
             self.best_epoch, self.best_acc, self.confusion = epoch + 1, val["acc"], val["confusion"]
         self.history.append(row)
         if self.main:
-            _commit(self, epoch, improved)
+            self._commit(epoch, improved)
         acc.wait_for_everyone()
         if self.progress and self.main:
             print(_epoch_line(row, cfg.epochs, improved), flush=True)
@@ -695,65 +636,22 @@ class _Run:
         }
 
     def _write_manifest(self, complete: bool) -> None:
-        _write_json(self.out / checkpoint.MANIFEST, self._manifest(complete))
+        write_json(self.out / checkpoint.MANIFEST, self._manifest(complete))
 
+    def _commit(self, epoch: int, improved: bool) -> None:
+        """Epoch ``epoch``'s ``last/`` (weights and resume state), ``best/`` if ``improved``,
+        then the manifest (:func:`ssl_attn.finetune.rundir.commit`; main process)."""
+        model = self.acc.unwrap_model(self.model)
+        scaler = self.acc.scaler
 
-# ---------------------------------------------------------------------------------- commit
+        def write_last(stage: Path) -> None:
+            checkpoint.save_weights(stage, model, "last")
+            rundir.save_resume_state(
+                stage / "last", epoch=epoch, optimizer=self.optimizer.state_dict(),
+                scheduler=self.scheduler.state_dict(),
+                scaler=None if scaler is None else scaler.state_dict())
 
-
-def _commit(run: _Run, epoch: int, improved: bool) -> None:
-    """Write epoch ``epoch``'s checkpoint and manifest (main process). Order: the new ``last/``
-    (and ``best/``) under ``.staging/``, ``.staging/commit.json``, then moves — the old folders
-    into ``.staging/previous-*``, the new ones into place —, then the manifest (the commit
-    point), then ``.staging`` is renamed to ``.staging-done`` and deleted. :func:`_recover`
-    undoes an unfinished commit."""
-    from safetensors.torch import save_file
-
-    out = run.out
-    stage = out / _STAGING
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    model = run.acc.unwrap_model(run.model)
-    checkpoint.save_weights(stage, model, "last")
-    tensors, rest = optimizer_state_to_files(run.optimizer.state_dict())
-    save_file(tensors, str(stage / "last" / "optimizer.safetensors"))
-    scaler = run.acc.scaler.state_dict() if run.acc.scaler is not None else None
-    _write_json(stage / "last" / "state.json", {
-        "format": FORMAT, "epoch": epoch, "optimizer": rest,
-        "scheduler": _jsonable(run.scheduler.state_dict()),
-        "scaler": None if scaler is None else _jsonable(scaler)})
-    if improved:
-        checkpoint.save_weights(stage, model, "best")
-    _write_json(stage / "commit.json", {"epoch": epoch, "best": improved})
-    for name in ("last", "best") if improved else ("last",):
-        if (out / name).exists():
-            os.replace(out / name, stage / f"previous-{name}")
-        os.replace(stage / name, out / name)
-    run._write_manifest(complete=False)
-    shutil.rmtree(out / _DONE, ignore_errors=True)
-    os.replace(stage, out / _DONE)  # atomic: a half-deleted stage is never read as a commit
-    shutil.rmtree(out / _DONE)
-
-
-def _recover(out: Path, done: int) -> None:
-    """Bring ``out`` back to the state its manifest records (``done`` epochs): finish or undo an
-    interrupted :func:`_commit`. With ``done == 0`` every checkpoint folder is removed."""
-    stage = out / _STAGING
-    shutil.rmtree(out / _DONE, ignore_errors=True)
-    if done == 0:
-        for name in ("last", "best", _STAGING):
-            shutil.rmtree(out / name, ignore_errors=True)
-        return
-    if not stage.exists():
-        return
-    try:
-        epoch = json.loads((stage / "commit.json").read_text())["epoch"]
-    except (OSError, ValueError, KeyError, TypeError):
-        epoch = None  # the commit never reached its moves
-    if epoch is None or epoch != done - 1:  # the manifest was not written: undo the moves
-        for name in ("last", "best"):
-            previous = stage / f"previous-{name}"
-            if previous.exists():
-                shutil.rmtree(out / name, ignore_errors=True)
-                os.replace(previous, out / name)
-    shutil.rmtree(stage)
+        rundir.commit(self.out, epoch, write_last=write_last,
+                      write_best=(lambda stage: checkpoint.save_weights(stage, model, "best"))
+                      if improved else None,
+                      write_manifest=lambda: self._write_manifest(complete=False))
