@@ -44,7 +44,7 @@ __all__ = [
     "optimizer_state_to_files",
     "read_json",
     "recover",
-    "save_resume_state",
+    "resume_state",
     "write_json",
 ]
 
@@ -139,35 +139,29 @@ def optimizer_state_from_files(tensors: dict[str, torch.Tensor], rest: dict[str,
     return {"state": state, "param_groups": groups}
 
 
-def save_resume_state(folder: Path, *, epoch: int, optimizer: dict[str, Any],
-                      scheduler: dict[str, Any], scaler: dict[str, Any] | None = None) -> None:
-    """Write ``folder/optimizer.safetensors`` and ``folder/state.json`` (``epoch`` 0-based;
-    the optimizer, scheduler and gradient-scaler ``state_dict``\\ s)."""
-    from safetensors.torch import save_file
-
+def resume_state(*, epoch: int, optimizer: dict[str, Any], scheduler: dict[str, Any],
+                 scaler: dict[str, Any] | None = None
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The resume files of ``last/``: ``(tensors of optimizer.safetensors, content of
+    state.json)`` for ``epoch`` (0-based) and the optimizer, scheduler and gradient-scaler
+    ``state_dict``\\ s (written by :func:`~ssl_attn.finetune.checkpoint.save_weights`'s
+    ``extra_tensors={"optimizer": ...}``, ``extra_json={"state": ...}``)."""
     tensors, rest = optimizer_state_to_files(optimizer)
-    save_file(tensors, str(Path(folder) / OPTIMIZER_FILE))
-    write_json(Path(folder) / STATE_FILE, {
-        "epoch": int(epoch), "optimizer": rest, "scheduler": jsonable(scheduler),
-        "scaler": None if scaler is None else jsonable(scaler)})
+    return tensors, {"epoch": int(epoch), "optimizer": rest, "scheduler": jsonable(scheduler),
+                     "scaler": None if scaler is None else jsonable(scaler)}
 
 
 def load_resume_state(folder: Path) -> dict[str, Any]:
-    """``{"epoch", "optimizer", "scheduler", "scaler"}`` as :func:`save_resume_state` wrote
-    them (``optimizer``: a ``state_dict`` for ``Optimizer.load_state_dict``). Raises
-    :class:`RunFolderError` naming the file when one is missing or unreadable."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    """``{"epoch", "optimizer", "scheduler", "scaler"}`` from ``folder`` (a ``last/``) as
+    :func:`resume_state` made them (``optimizer``: a ``state_dict`` for
+    ``Optimizer.load_state_dict``). Raises :class:`RunFolderError` or
+    :class:`~ssl_attn.finetune.checkpoint.CheckpointError` naming the file that is missing or
+    unreadable."""
+    from ssl_attn.finetune.checkpoint import read_tensors
 
     folder = Path(folder)
     state = read_json(folder / STATE_FILE)
-    path = folder / OPTIMIZER_FILE
-    try:
-        tensors = load_file(str(path))
-    except (OSError, SafetensorError) as exc:
-        raise RunFolderError(f"{path}: cannot read the optimizer state ({exc}); delete the run "
-                             "folder to start over, or pass another output folder (--out)"
-                             ) from exc  # fmt: skip
+    tensors, _ = read_tensors(folder / OPTIMIZER_FILE)
     try:
         optimizer = optimizer_state_from_files(tensors, state["optimizer"])
         return {"epoch": int(state["epoch"]), "optimizer": optimizer,

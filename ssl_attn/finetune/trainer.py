@@ -82,13 +82,11 @@ import torch
 
 from ssl_attn.finetune import checkpoint, rundir
 from ssl_attn.finetune.config import RUNTIME_FIELDS, FineTuningConfig
-from ssl_attn.finetune.rundir import RunFolderError, write_json
+from ssl_attn.finetune.rundir import RunFolderError
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "FineTuneResult", "FineTuner", "RunFolderError",
+__all__ = ["FineTuneResult", "FineTuner", "RunFolderError",
            "epoch_batches", "shard", "shard_loss"]
 
-FORMAT = "ssl-attn-finetune"
-FORMAT_VERSION = 1
 #: History keys that measure speed, not results (they differ between identical runs).
 TIMING_KEYS: tuple[str, ...] = ("seconds", "images_per_s")
 _OWN_ENTRIES = {checkpoint.MANIFEST, "last", "best", rundir.STAGING, rundir.DONE}
@@ -272,10 +270,6 @@ class FineTuner:
                     f"{foreign[:5]}); pass a new or empty folder as the output (--out)")
             return None
         m = checkpoint.read_manifest(out)
-        if m.get("format") != FORMAT:
-            raise RunFolderError(f"{path}: format {m.get('format')!r} is not {FORMAT!r}; this "
-                                 "folder is not a fine-tuning run; pass another output folder "
-                                 "(--out)")  # fmt: skip
         diff = self.config.differences(m.get("config", {}))
         if diff:
             shown = "; ".join(f"{k}: stored {a!r}, asked {b!r}"
@@ -347,6 +341,12 @@ class FineTuner:
         if key != cfg.model_name:
             raise ValueError(f"FineTuner.train: the model is {key!r} but config.model_name is "
                              f"{cfg.model_name!r}; build FineTunableModel({cfg.model_name!r})")
+        base = (stored or {}).get("model", {}).get("base_digest")
+        if base is not None and base != getattr(model, "base_digest", base):
+            raise RunFolderError(
+                f"{out}: its run started from other base weights ({stored['model'].get('weights')}"
+                f", digest {base[:12]}...) than this model ({model.loaded.weights}); use another "
+                "output folder (--out)")
         wc = dataset if isinstance(dataset, WikiChurches) else WikiChurches(dataset, rule=cfg.rule)
         return _Run(cfg, out, model, wc, stored, progress).run()
 
@@ -585,25 +585,22 @@ class _Run:
 
     # ------------------------------------------------------------------ manifest
     def _manifest(self, complete: bool) -> dict[str, Any]:
-        from ssl_attn.store import decode_attrs, provenance
-
-        cfg, model, split, acc = self.cfg, self.acc.unwrap_model(self.model), self.split, self.acc
-        prov = decode_attrs(provenance(device=str(acc.device), dtype=str(model.loaded.dtype)))
-        versions = dict(prov.get("library_versions") or {})
+        """The manifest: :func:`~ssl_attn.finetune.checkpoint.manifest_base` (format, base
+        model, package version, commit, library versions, strategy, LoRA settings) plus the
+        run (config, split, classes, history, best epoch, confusion, variant, complete) and
+        the trainer's settings."""
         from importlib import metadata
 
+        cfg, model, split, acc = self.cfg, self.acc.unwrap_model(self.model), self.split, self.acc
+        m = checkpoint.manifest_base(model)
+        versions = m.setdefault("library_versions", {})
         for lib in ("accelerate", "peft", "safetensors", "scikit-learn"):
             with contextlib.suppress(metadata.PackageNotFoundError):
-                versions[lib] = metadata.version(lib)
-        self.created = self.created or prov["created"]
-        loaded = model.loaded
-        return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+                versions.setdefault(lib, metadata.version(lib))
+        now = m.get("created")
+        self.created = self.created or now
+        m.update({
             "config": cfg.to_dict(),
-            "model": {"key": loaded.spec.key, "checkpoint": loaded.spec.checkpoint,
-                      "revision": loaded.revision, "weights": loaded.weights,
-                      "family": loaded.spec.family},
             "strategy": cfg.strategy,
             "labels_kind": split.labels_kind,
             "classes": list(split.classes),
@@ -616,11 +613,8 @@ class _Run:
             "best_val_acc": None if not self.history else self.best_acc,
             "confusion": None if self.confusion is None else self.confusion.tolist(),
             "variant": cfg.variant,
-            "package_version": prov["ssl_attn_version"],
-            "git_commit": prov["git_commit"],
-            "library_versions": versions,
             "created": self.created,
-            "updated": prov["created"],
+            "updated": now,
             "complete": bool(complete),
             "trainer": {
                 "class_weights": [float(v) for v in self.weights],
@@ -633,10 +627,11 @@ class _Run:
                 "device": str(acc.device),
                 "runtime": {k: getattr(cfg, k) for k in RUNTIME_FIELDS},
             },
-        }
+        })
+        return m
 
     def _write_manifest(self, complete: bool) -> None:
-        write_json(self.out / checkpoint.MANIFEST, self._manifest(complete))
+        checkpoint.write_manifest(self.out, self._manifest(complete))
 
     def _commit(self, epoch: int, improved: bool) -> None:
         """Epoch ``epoch``'s ``last/`` (weights and resume state), ``best/`` if ``improved``,
@@ -645,11 +640,12 @@ class _Run:
         scaler = self.acc.scaler
 
         def write_last(stage: Path) -> None:
-            checkpoint.save_weights(stage, model, "last")
-            rundir.save_resume_state(
-                stage / "last", epoch=epoch, optimizer=self.optimizer.state_dict(),
+            tensors, state = rundir.resume_state(
+                epoch=epoch, optimizer=self.optimizer.state_dict(),
                 scheduler=self.scheduler.state_dict(),
                 scaler=None if scaler is None else scaler.state_dict())
+            checkpoint.save_weights(stage, model, "last", extra_tensors={"optimizer": tensors},
+                                    extra_json={"state": state})
 
         rundir.commit(self.out, epoch, write_last=write_last,
                       write_best=(lambda stage: checkpoint.save_weights(stage, model, "best"))
