@@ -543,8 +543,17 @@ def test_two_gloo_processes_equal_one_process(reference, data, weights, tmp_path
     assert m["trainer"]["num_processes"] == 2 and m["trainer"]["distributed_type"] == "MULTI_CPU"
     want, got = _tensors(reference), _tensors(out)
     assert set(got) == set(want)
-    worst = max(float((got[k].double() - want[k].double()).abs().max()) for k in want
-                if not k.endswith(".step"))
+    delta = {k: float((got[k].double() - want[k].double()).abs().max()) for k in want}
+    # The key bias shifts every attention logit of a query by the same amount, which softmax
+    # ignores: its gradient is 0 in exact arithmetic and rounding noise in practice, which
+    # AdamW normalises into steps of about the learning rate. It is not compared exactly; it
+    # stays within lr_backbone * steps of its start (0) in both runs.
+    noise = [k for k in want if k.endswith("attention.k_proj.bias")]
+    assert noise and all(float(t.abs().max()) <= 1e-4 * 15 for k in noise
+                         for t in (got[k], want[k]))
+    worst = max(d for k, d in delta.items() if k not in noise)
+    print(f"\nmax |delta| 2 vs 1 process: {worst:.3g} (key biases: "
+          f"{max(delta[k] for k in noise):.3g})")
     assert worst <= 1e-5, worst
     for key in want:
         if key.endswith(".step"):
