@@ -563,3 +563,22 @@ def test_two_gloo_processes_equal_one_process(reference, data, weights, tmp_path
         assert a.keys() == b.keys()
         for k in a:
             assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), k
+
+
+@pytest.mark.slow
+def test_the_recipe_fits_its_training_images(data, weights, tmp_path, one_thread):
+    """The whole loop learns: without augmentation the tiny DINOv2 (random weights) fits its 33
+    training images (accuracy 1.0 by about epoch 25 of 40, ~15 s on one thread).
+
+    Not a claim about the styles: from random weights a tiny ViT stays near chance on held-out
+    synthetic images (measured, loaded machine: 0.25-0.39 val accuracy with 150-600 training
+    images at 56-112 px in 30-150 s), so no validation bound is asserted here.
+    """
+    from ssl_attn.finetune.trainer import FineTuner
+
+    cfg = _config(data, weights, tmp_path / "fit", epochs=40, lr_head=3e-3, lr_backbone=3e-3,
+                  crop_scale=(1.0, 1.0), hflip=0.0, jitter=0.0, warmup_fraction=0.0)
+    r = FineTuner(cfg).train(_model(weights), data, progress=False)
+    first, last = r.history[0], r.history[-1]
+    assert last["train_acc"] >= 0.9, [h["train_acc"] for h in r.history]
+    assert last["train_loss"] < 0.3 * first["train_loss"]
