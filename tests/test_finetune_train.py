@@ -113,10 +113,11 @@ def _error_lines(err: str) -> list[str]:
     ("warmup_fraction", 1.0, "[0, 1)"),
     ("device", "gpu", "cuda:N"),
     ("rule", {"main_styles": ["Q1"], "multi": "all"}, "multi"),
+    ("lora_rank", 8, "strategy 'lora'"),
 ])
 def test_config_rejects_bad_values_naming_the_field(field, value, words):
     with pytest.raises(ValueError) as exc:
-        FineTuningConfig("dinov2", **{field: value})
+        FineTuningConfig("dinov2", **{"strategy": "full", field: value})
     assert f"FineTuningConfig.{field}" in str(exc.value) and words in str(exc.value)
 
 

@@ -78,7 +78,9 @@ class FineTuningConfig:
             :func:`~ssl_attn.finetune.split.load_or_make_split`).
         weights_dir: offline base weights, one folder per model key (as ``extract``).
         random_init: start from random weights instead of pretrained ones.
-        num_workers: DataLoader worker processes (0: load in the main process).
+        num_workers: DataLoader worker processes (0, the default: load in the main process,
+            where the decoded images stay cached across epochs; workers start anew each
+            epoch and decode again).
     """
 
     model_name: str
@@ -141,6 +143,11 @@ class FineTuningConfig:
             self._real("lora_alpha", lo=0.0, lo_open=True)
         if self.lora_dropout is not None:
             self._real("lora_dropout", lo=0.0, hi=1.0, hi_open=True)
+        lora = [n for n in ("lora_rank", "lora_alpha", "lora_dropout")
+                if getattr(self, n) is not None]
+        if lora and self.strategy != "lora":
+            raise _fail(lora[0], getattr(self, lora[0]), f"LoRA settings need strategy 'lora', "
+                        f"not {self.strategy!r}; leave them None")  # fmt: skip
         if isinstance(self.rule, Mapping):
             self.rule = _rule_from(self.rule)
         if not isinstance(self.rule, StyleRule):

@@ -369,14 +369,16 @@ def _make_accelerator(cfg: FineTuningConfig):
     if precision == "auto":
         precision = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "no"
     cpu = dev.type == "cpu"
-    state = AcceleratorState._shared_state
+    # accelerate keeps one process-wide state, fixed by the first Accelerator. A later
+    # single-process run in the same process (a notebook, train_seeds) may need another device
+    # or precision: then the state is reset (never under a launcher, where it holds the
+    # process group).
+    state = AcceleratorState._shared_state or PartialState._shared_state
     if state and not distributed:
-        # An earlier run in this process fixed the (process-wide) accelerate state; a
-        # single-process run may set it again with its own device and precision.
-        if state.get("_mixed_precision") != precision or (cpu and state["device"].type != "cpu"):
+        have = state.get("device")
+        if (state.get("_mixed_precision", precision) != precision
+                or have is None or have.type != dev.type):  # fmt: skip
             AcceleratorState._reset_state(reset_partial_state=True)
-    elif not state and PartialState._shared_state and not distributed:
-        PartialState._reset_state()
     return Accelerator(cpu=cpu, mixed_precision=precision,
                        dataloader_config=DataLoaderConfiguration(split_batches=True),
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
@@ -433,8 +435,10 @@ class _Run:
         scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total)
         world = acc.num_processes
         val_bs = world * math.ceil(cfg.batch_size / world)  # split_batches: a multiple of W
+        self.pin = acc.device.type == "cuda"
         val_loader = torch.utils.data.DataLoader(val_ds, batch_size=val_bs, shuffle=False,
-                                                 num_workers=cfg.num_workers)
+                                                 num_workers=cfg.num_workers,
+                                                 pin_memory=self.pin)
         self.model, self.optimizer, self.scheduler, self.val_loader = acc.prepare(
             model, optimizer, scheduler, val_loader)
         self.class_w = torch.as_tensor(self.weights, dtype=torch.float32, device=acc.device)
@@ -497,7 +501,7 @@ class _Run:
         shares = [shard(b, rank, world) for b in batches]
         loader = torch.utils.data.DataLoader(
             self.train_ds, batch_sampler=[s.tolist() for s, _ in shares],
-            num_workers=cfg.num_workers)
+            num_workers=cfg.num_workers, pin_memory=self.pin)
         model.train()
         sums = torch.zeros(4, dtype=torch.float64)  # sum w*CE, sum w, correct, images
         bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
@@ -505,7 +509,8 @@ class _Run:
         seen = 0
         lr_factor = 1.0
         for k, (x, y) in enumerate(loader):
-            x, y = x.to(acc.device), y.to(acc.device)
+            x = x.to(acc.device, non_blocking=self.pin)
+            y = y.to(acc.device, non_blocking=self.pin)
             ghost = shares[k][1]
             w_global = float(self.weights[self.train_labels[batches[k]]].sum())
             logits = model(x)
