@@ -451,8 +451,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _cli_cmd(data: Path, weights: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "ssl_attn.cli", *_cli_args(data, weights, out)]
+def _cli_cmd(data: Path, weights: Path, out: Path, strategy: str = "full") -> list[str]:
+    return [sys.executable, "-m", "ssl_attn.cli",
+            *_cli_args(data, weights, out, "--strategy", strategy)]
 
 
 def _check(proc: subprocess.CompletedProcess) -> None:
@@ -460,12 +461,14 @@ def _check(proc: subprocess.CompletedProcess) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(data, weights, tmp_path_factory) -> Path:
-    """An uninterrupted one-process CLI run: full fine-tuning, 3 epochs of 5 steps."""
-    out = tmp_path_factory.mktemp("reference") / "run"
-    _check(subprocess.run(_cli_cmd(data, weights, out), env=_env(), capture_output=True,
-                          text=True, timeout=600))
-    return out
+def reference(request, data, weights, tmp_path_factory) -> tuple[str, Path]:
+    """An uninterrupted one-process CLI run of the strategy ``request.param``: 3 epochs of 5
+    steps. Returns ``(strategy, run folder)``."""
+    strategy = request.param
+    out = tmp_path_factory.mktemp(f"reference-{strategy}") / "run"
+    _check(subprocess.run(_cli_cmd(data, weights, out, strategy), env=_env(),
+                          capture_output=True, text=True, timeout=600))
+    return strategy, out
 
 
 def _tensors(run: Path) -> dict[str, torch.Tensor]:
@@ -485,9 +488,15 @@ def _history(run: Path) -> list[dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("reference", ["full", "lora"], indirect=True)
 def test_resume_after_a_kill_gives_identical_weights(reference, data, weights, tmp_path):
+    """Killed (SIGKILL) after its first epoch and rerun, a run ends bit-identical to an
+    uninterrupted one: every tensor of best/ and last/ (weights, LoRA adapters, AdamW state),
+    the scheduler state and the history. LoRA runs with the family's dropout (0.1), whose
+    masks come from the per-epoch reseeded generator."""
+    strategy, reference = reference
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_cli_cmd(data, weights, out), env=_env(),
+    proc = subprocess.Popen(_cli_cmd(data, weights, out, strategy), env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     manifest = out / "manifest.json"
     deadline = time.monotonic() + 300
@@ -506,8 +515,8 @@ def test_resume_after_a_kill_gives_identical_weights(reference, data, weights, t
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     assert 1 <= len(stopped["history"]) < 3 and not stopped["complete"]
 
-    resumed = subprocess.run(_cli_cmd(data, weights, out), env=_env(), capture_output=True,
-                             text=True, timeout=600)
+    resumed = subprocess.run(_cli_cmd(data, weights, out, strategy), env=_env(),
+                             capture_output=True, text=True, timeout=600)
     _check(resumed)
     assert f"resuming after epoch {len(stopped['history'])}/3" in resumed.stdout
 
@@ -530,9 +539,13 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("reference", ["full"], indirect=True)
 def test_two_gloo_processes_equal_one_process(reference, data, weights, tmp_path):
     """torchrun with 2 CPU processes: accelerate picks MULTI_CPU + gloo from torchrun's
-    environment; the 33 training images give a last batch of 1 (a ghost share on rank 1)."""
+    environment; the 33 training images give a last batch of 1 (a ghost share on rank 1).
+    Full fine-tuning, the strategy with the most tensors (LoRA's dropout masks depend on the
+    sharding)."""
+    _, reference = reference
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m",
