@@ -1,4 +1,4 @@
-"""The ``ssl-attn`` command: download, synth, info, extract, score, demo, finetune.
+"""The ``ssl-attn`` command: download, synth, info, extract, score, demo.
 
 Every sub-command imports its heavy dependencies (torch, transformers, dask) only when it runs, so
 ``ssl-attn --help`` answers at once. Run ``ssl-attn <command> --help`` for the options.
