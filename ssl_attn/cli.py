@@ -409,6 +409,100 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- finetune
+
+#: ``--strategy`` / ``--labels`` / ``--precision``: values :mod:`ssl_attn.finetune.config` owns.
+_strategy_arg = _checked_by("ssl_attn.finetune.config", "check_strategy")
+_labels_arg = _checked_by("ssl_attn.finetune.config", "check_labels")
+_precision_arg = _checked_by("ssl_attn.finetune.config", "check_precision")
+
+
+def _positive_float(text: str) -> float:
+    """A finite number > 0 (learning rates)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value}: need a number > 0")
+    return value
+
+
+#: ``ssl-attn finetune`` options passed to FineTuningConfig when given (its defaults otherwise).
+_FINETUNE_FIELDS = {
+    "strategy": "strategy", "labels": "labels", "epochs": "epochs", "batch_size": "batch_size",
+    "lr_head": "lr_head", "lr_backbone": "lr_backbone", "device": "device",
+    "precision": "precision", "size": "size", "val_fraction": "val_fraction",
+    "split_seed": "split_seed", "shuffle_seed": "shuffle_seed", "num_workers": "num_workers",
+    "split_file": "split_file",
+}
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    """Fine-tune one model (one run per ``--seed``) and print a summary per run."""
+    from ssl_attn.finetune.config import FineTuningConfig
+
+    if args.model == "all":
+        raise UsageError("argument --model: give one model key, not 'all'")
+    models = _parse_models([args.model])
+    _check_size(args.size, models)
+    data = _check_default(args.data, "--data", _existing_dir)
+    given = {field: getattr(args, opt) for opt, field in _FINETUNE_FIELDS.items()
+             if getattr(args, opt) is not None}
+    seeds = list(dict.fromkeys(args.seed)) if args.seed else [None]
+    try:
+        config = FineTuningConfig(
+            model_name=args.model, out_dir=str(args.out),
+            weights_dir=None if args.weights_dir is None else str(args.weights_dir),
+            random_init=bool(args.random_init), **given,
+            **({} if seeds[0] is None else {"seed": seeds[0]}))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+    from ssl_attn.finetune.trainer import FineTuner
+    from ssl_attn.wikichurches import WikiChurches
+
+    def build_model():
+        from ssl_attn.finetune.model import FineTunableModel
+
+        return FineTunableModel(args.model, weights_dir=args.weights_dir,
+                                random_init=bool(args.random_init), size=args.size)
+
+    wc = WikiChurches(data, rule=config.rule)
+    tuner = FineTuner(config)
+    try:
+        if len(seeds) > 1:
+            results = tuner.train_seeds(build_model, wc, seeds)
+        else:
+            result = tuner.stored_result()
+            if result is not None:
+                print(f"{tuner.out_dir}: complete ({len(result.history)} epochs); stored "
+                      "result, not trained again")  # fmt: skip
+            else:
+                result = tuner.train(build_model(), wc)
+            results = [result]
+    finally:
+        _end_distributed()
+    if int(os.environ.get("RANK", "0")) == 0:  # one summary under torchrun
+        for r in results:
+            best = r.best
+            print(f"{config.variant} seed {r.manifest['seed']}: best epoch {r.best_epoch}/"
+                  f"{len(r.history)}  val acc {best['val_acc']:.3f}  balanced acc "
+                  f"{best['val_bacc']:.3f}  val loss {best['val_loss']:.4f}  -> "
+                  f"{r.checkpoint_dir}")  # fmt: skip
+    return EXIT_OK
+
+
+def _end_distributed() -> None:
+    """Close the process group a launcher's run opened (torchrun / accelerate launch)."""
+    if "torch" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -539,6 +633,54 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--batch-size", type=_positive, default=8)
     m.add_argument("--no-extract", action="store_true", help="only generate the dataset")
     m.set_defaults(func=_cmd_demo)
+
+    f = sub.add_parser(
+        "finetune", help="fine-tune a model on architectural style (a resumable run folder)",
+        description="Fine-tune MODEL on the style labels of the images that are not annotated "
+        "(stratified split saved beside the data). A rerun with the same options resumes an "
+        "interrupted run and returns a complete one; multi-process: torchrun --nproc_per_node N "
+        "-m ssl_attn.cli finetune ... (gloo on CPU). Options left out take FineTuningConfig's "
+        "defaults.",
+        epilog="exit status: 0 done; 1 data error (no style labels, a class without training "
+        "images, a run folder holding other settings, weights that do not load); 2 bad "
+        "arguments.",
+    )  # fmt: skip
+    f.add_argument("--model", required=True, help="model key (e.g. dinov2)")
+    f.add_argument("--strategy", type=_strategy_arg, default=None,
+                   help="linear_probe, lora (default) or full")
+    f.add_argument("--labels", type=_labels_arg, default=None,
+                   help="style (default) or shuffled (the shuffled-label control)")
+    f.add_argument("--data", type=_existing_dir, default=DEFAULT_DATA)
+    f.add_argument("--out", type=Path, required=True,
+                   help="the run folder (manifest.json, best/, last/); with several --seed, "
+                   "one seed-N/ folder per seed inside it")
+    f.add_argument("--weights-dir", type=_existing_dir, default=None,
+                   help="offline base weights: one folder per model key (as extract)")
+    f.add_argument("--random-init", action="store_true",
+                   help="start from random weights (seed 0) instead of pretrained ones")
+    f.add_argument("--epochs", type=_positive, default=None, help="default 10")
+    f.add_argument("--batch-size", type=_positive, default=None,
+                   help="global batch over all processes (default 16)")
+    f.add_argument("--lr-head", type=_positive_float, default=None, help="default 1e-3")
+    f.add_argument("--lr-backbone", type=_positive_float, default=None, help="default 1e-4")
+    f.add_argument("--seed", type=_non_negative, nargs="+", default=None,
+                   help="one or more seeds (default 0); several: one run per seed")
+    f.add_argument("--device", type=_device_arg, default=None,
+                   help="auto (default), cpu, cuda, cuda:1, mps")
+    f.add_argument("--precision", type=_precision_arg, default=None,
+                   help="auto (default: bf16 on CUDA, else fp32), no, bf16, fp16")
+    f.add_argument("--size", type=_positive, default=None,
+                   help="input side in px, a multiple of the patch size (default native)")
+    f.add_argument("--val-fraction", type=float, default=None,
+                   help="validation share of the split (default 0.2)")
+    f.add_argument("--split-seed", type=_non_negative, default=None, help="default 0")
+    f.add_argument("--shuffle-seed", type=_non_negative, default=None,
+                   help="label permutation of --labels shuffled (default 0)")
+    f.add_argument("--split-file", default=None,
+                   help="the split JSON (default: <data>/splits/...)")
+    f.add_argument("--num-workers", type=_non_negative, default=None,
+                   help="data-loader worker processes (default 0)")
+    f.set_defaults(func=_cmd_finetune)
     return p
 
 
