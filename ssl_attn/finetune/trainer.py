@@ -505,7 +505,9 @@ class _Run:
         model.train()
         sums = torch.zeros(4, dtype=torch.float64)  # sum w*CE, sum w, correct, images
         bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
-                   leave=False, disable=not (self.progress and self.main), dynamic_ncols=True)
+                   leave=False, dynamic_ncols=True,
+                   # None lets TQDM_DISABLE=1 (tests, papermill) silence the bar
+                   disable=None if (self.progress and self.main) else True)
         seen = 0
         lr_factor = 1.0
         for k, (x, y) in enumerate(loader):
