@@ -47,7 +47,7 @@ def maps224(loaded, images):
     out = {}
     for key in VIT_KEYS:
         lm = loaded[key]
-        batch = lm.preprocess(images)
+        batch = lm.preprocess(images, size=224)  # the demo ViT's native size is smaller
         out[key] = extract_maps(lm, batch.pixel_values, methods=lm.spec.methods, embeddings=True)
         out[key]["_pv"] = batch.pixel_values
     return out

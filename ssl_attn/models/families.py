@@ -325,6 +325,19 @@ FAMILY_TABLE: Mapping[str, Family] = MappingProxyType({
             head_input="pooled",
         ),
         Family(
+            # plain ViT (transformers ViTModel): the demo model, trained from scratch
+            name="vit",
+            backend="transformers",
+            model_types={"vit": ("ViTModel", "ViTModel")},
+            # learned position grid for config image_size; other input sizes interpolate it
+            # (bicubic); identical to the plain call at the native size
+            interpolate_pos_encoding=True,
+            # post_norm None: ViTModel's last_hidden_state is already its final layernorm's
+            # output (its pooler, dense + tanh on CLS, is not used here)
+            tiny_vision={**_SMALL, "image_size": 64},
+            lora_targets=_QKVO,
+        ),
+        Family(
             name="resnet",
             backend="torchvision",
             has_cls=False,

@@ -390,8 +390,57 @@ _RESNET50 = ModelSpec(
     ),
 )
 
+# ---------------------------------------------------------------------------------------------
+# The demo model: not one of the six, no hub checkpoint.
+# ---------------------------------------------------------------------------------------------
+
+#: Input side of the demo model (px): its native size and position grid (7 x 7 patches of 16).
+DEMO_SIZE = 112
+
+_DEMO_VIT = ModelSpec(
+    key="demo_vit",
+    checkpoint="ssl-attn/demo-vit",
+    family="vit",
+    model_class="ViTModel",
+    patch_size=16,
+    n_registers=0,
+    has_cls=True,
+    n_layers=6,
+    n_heads=6,
+    hidden_size=384,
+    image_size=DEMO_SIZE,
+    image_mean=HALF,
+    image_std=HALF,
+    resample="bilinear",
+    config_overrides={
+        "model_type": "vit",
+        "hidden_size": 384,
+        "num_hidden_layers": 6,
+        "num_attention_heads": 6,
+        "intermediate_size": 1536,
+        "image_size": DEMO_SIZE,
+        "patch_size": 16,
+        "num_channels": 3,
+        "qkv_bias": True,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "initializer_range": 0.02,
+        "layer_norm_eps": 1e-6,
+        "encoder_stride": 16,
+        "pooler_act": "tanh",
+    },
+    notes=(
+        "The demo model (ViT 6 layers x 6 heads x 384 wide, patch 16, CLS, 112 px): it has no "
+        "hub checkpoint. It is built with random weights (load_model(..., random_init=True)) "
+        "and trained from scratch on the synthetic style pool by `ssl-attn demo`; "
+        "'ssl-attn/demo-vit' is a name, not a hub id. ViTModel's pooler (dense + tanh on CLS) "
+        "is built but not used."
+    ),
+)
+
 _REGISTRY: dict[str, ModelSpec] = {
-    s.key: s for s in (_DINOV2, _DINOV3, _MAE, _CLIP, _SIGLIP2, _RESNET50)
+    s.key: s for s in (_DINOV2, _DINOV3, _MAE, _CLIP, _SIGLIP2, _RESNET50, _DEMO_VIT)
 }
 
 
