@@ -47,14 +47,14 @@ backbone under ``no_grad`` and trains the head; ``lora`` wraps the model with pe
 images (augmentation + preprocessing), measured apart: the part of the ratio due to the data
 pipeline, which the bare step does not have.
 
-Memory: the peak resident set size of the strategy's sequential child process (Linux ``VmHWM`` of
+Memory: the peak resident set size of a fresh child process (Linux ``VmHWM`` of
 /proc/self/status, read by ``benchmarks/extract.py``'s helper; ``ru_maxrss`` would carry the
-parent's peak over fork and exec) at the end of ``FineTuner.train``, before the bare model is
-built: model load, training, validation and checkpoint writing. "train delta" subtracts the
-resident set right after the model is loaded. "bare delta" is the same for the bare step
-(``VmHWM`` reset through /proc/self/clear_refs after ours is freed; allocator caches may
-still be counted in the baseline). On CUDA the peak of ``torch.cuda.max_memory_allocated`` is
-given as well.
+parent's peak over fork and exec). "peak RSS MB": the sequential child at the end of
+``FineTuner.train``, before the bare model is built (imports, model load, training, validation,
+checkpoint writing); "train delta" subtracts the resident set right after the model is loaded.
+"bare peak MB" / "bare delta": the same for the bare step, in the paired child after its bare
+warm-up step and before the trainer's model is built (so with ``--no-paired`` there is none).
+On CUDA the peaks of ``torch.cuda.max_memory_allocated`` are given as well.
 
 ``--demo-run DIR [DIR ...]`` adds the training time and accuracy of finished runs (the demo
 recipe's), read from each run folder's ``manifest.json``.
@@ -103,15 +103,6 @@ def _rss_mb() -> float:
     except OSError:
         pass
     return float("nan")
-
-
-def _reset_peak_rss() -> bool:
-    """Reset ``VmHWM`` to the current RSS (Linux: ``5`` into /proc/self/clear_refs)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 def _load() -> str:
@@ -280,18 +271,12 @@ def child(args: argparse.Namespace) -> dict:
 
     # ------------------------------------------------------------------ bare, afterwards
     step, bare_trainable = bare_step(args, wc, ids, labels, len(split.classes), precision)
-    rss_bare0 = _rss_mb()
-    reset = _reset_peak_rss()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
     step()  # warm-up
     bare_steps = []
     for _ in range(steps):
         t0 = time.perf_counter()
         step()
         bare_steps.append(time.perf_counter() - t0)
-    rss_bare = _peak_rss_mb() if reset else float("nan")
-    gpu_bare = torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
 
     ours_ips = float(hist[1]["images_per_s"])
     bare_ips = bs * steps / sum(bare_steps)
@@ -317,9 +302,7 @@ def child(args: argparse.Namespace) -> dict:
         "rss_after_imports_mb": rss_imports,
         "rss_after_load_mb": rss_loaded,
         "train_delta_mb": rss_ours - rss_loaded,
-        "bare_delta_mb": rss_bare - rss_bare0,
         "gpu_peak_mb": gpu_ours,
-        "bare_gpu_peak_mb": gpu_bare,
         "torch_threads": torch.get_num_threads(),
         "trainable_params": ours_trainable,
         "bare_trainable_params": bare_trainable,
@@ -340,7 +323,14 @@ def child_paired(args: argparse.Namespace) -> dict:
     precision = args.precision
     if precision == "auto":  # as the trainer resolves it (checked against its manifest below)
         precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
+    rss_imports = _peak_rss_mb()
     step, _ = bare_step(args, wc, ids, labels, len(split.classes), precision)
+    rss_loaded = _rss_mb()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    step()  # the bare warm-up, alone in this fresh process: the bare step's peak memory
+    bare_peak = _peak_rss_mb()
+    gpu_bare = torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
     model = FineTunableModel(args.model, random_init=True, seed=0, size=args.size)
     stamps: list[float] = []  # end of each ours step (before the bare step)
     bare: list[float] = []  # each bare step
@@ -378,7 +368,9 @@ def child_paired(args: argparse.Namespace) -> dict:
     pairs = [(stamps[i] - ends[i - 1], bare[i])
              for e in (0, 1) for i in range(e * per + 1, (e + 1) * per)]
     return {"strategy": args.one, "paired_ours_step_s": [o for o, _ in pairs],
-            "paired_bare_step_s": [b for _, b in pairs]}
+            "paired_bare_step_s": [b for _, b in pairs], "bare_peak_rss_mb": bare_peak,
+            "bare_rss_after_imports_mb": rss_imports, "bare_rss_after_load_mb": rss_loaded,
+            "bare_train_delta_mb": bare_peak - rss_loaded, "bare_gpu_peak_mb": gpu_bare}
 
 
 # ---------------------------------------------------------------------------------- parent
@@ -530,11 +522,13 @@ def main(argv: list[str] | None = None) -> int:
                 ("data s/step", 11, lambda r: f"{r['data_s_per_step']:11.2f}"),
                 ("peak RSS MB", 11, lambda r: f"{r['peak_rss_mb']:11.0f}"),
                 ("train delta", 11, lambda r: f"{r['train_delta_mb']:11.0f}"),
-                ("bare delta", 10, lambda r: f"{r['bare_delta_mb']:10.0f}"),
+                ("bare peak MB", 12, lambda r: f"{r.get('bare_peak_rss_mb', math.nan):12.0f}"),
+                ("bare delta", 10, lambda r: f"{r.get('bare_train_delta_mb', math.nan):10.0f}"),
                 ("trainable", 11, lambda r: f"{r['trainable_params']:11,d}")]
         if args.device != "cpu":
             cols += [("GPU peak MB", 11, lambda r: f"{r['gpu_peak_mb']:11.0f}"),
-                     ("bare GPU MB", 11, lambda r: f"{r['bare_gpu_peak_mb']:11.0f}")]
+                     ("bare GPU MB", 11,
+                      lambda r: f"{r.get('bare_gpu_peak_mb', math.nan):11.0f}")]
         print(" ".join(f"{name:<{w}}" if i == 0 else f"{name:>{w}}"
                        for i, (name, w, _) in enumerate(cols)))
         for r in rows:
