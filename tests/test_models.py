@@ -120,7 +120,8 @@ def test_six_models_registered():
     assert get_spec("siglip2").model_class == "SiglipVisionModel"
     assert get_spec("dinov3").gated and not get_spec("dinov2").gated
     assert len({get_spec(k) for k in list_models()}) == len(list_models())  # specs are hashable
-    with pytest.raises(KeyError, match=r"unknown model key 'dino'.*registered: clip, demo_vit, dinov2"):
+    with pytest.raises(KeyError,
+                       match=r"unknown model key 'dino'.*registered: clip, demo_vit, dinov2"):
         get_spec("dino")
 
 
