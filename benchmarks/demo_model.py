@@ -155,7 +155,8 @@ def augment(x, gen, size: int, crop_scale: tuple[float, float], hflip: float, ji
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--data", type=Path, default=Path("data/demo_model"),
+                   help="synthetic set (generated when absent): 139 annotated + --pool")
     p.add_argument("--pool", type=int, default=3000, help="training-pool images (besides 139)")
     p.add_argument("--gen-seed", type=int, default=11)
     p.add_argument("--model", default="demo_vit")
